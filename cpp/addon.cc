@@ -1,0 +1,138 @@
+// The addon's entry: per-environment state (no static V8 state, so it loads in worker threads and Electron),
+// and the process-level calls.
+#include <ATen/Parallel.h>
+#include <napi.h>
+#include <torch/cuda.h>
+#include <torch/script.h>
+#include <torch/version.h>
+
+#ifdef EASYINV_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#include "convert.h"
+#include "module.h"
+#include "queue.h"
+#include "tensor.h"
+
+namespace easyinv {
+namespace {
+
+const c10::ScalarType kProbedDtypes[] = {c10::kFloat, c10::kHalf, c10::kBFloat16, c10::kDouble};
+
+// A dtype "runs" on a device when a small convolution, the core of every diffusion module, works there.
+bool ConvolutionRuns(const c10::Device& device, c10::ScalarType dtype) {
+  try {
+    auto options = at::TensorOptions().device(device).dtype(dtype);
+    at::conv2d(at::ones({1, 1, 4, 4}, options), at::ones({1, 1, 3, 3}, options));
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+struct DeviceInfo {
+  std::string name;
+  std::string label;
+  int64_t memory_bytes = 0;
+  std::vector<std::string> dtypes;
+};
+
+std::vector<DeviceInfo> ProbeDevices() {
+  std::vector<c10::Device> devices = {c10::Device(c10::kCPU)};
+  if (torch::cuda::is_available()) {
+    for (size_t i = 0; i < torch::cuda::device_count(); ++i) {
+      devices.emplace_back(c10::kCUDA, static_cast<c10::DeviceIndex>(i));
+    }
+  }
+  std::vector<DeviceInfo> infos;
+  for (const auto& device : devices) {
+    DeviceInfo info{DeviceName(device), device.is_cpu() ? "CPU" : "CUDA device"};
+#ifdef EASYINV_CUDA
+    if (device.is_cuda()) {
+      const auto* properties = at::cuda::getDeviceProperties(device.index());
+      info.label = properties->name;
+      info.memory_bytes = static_cast<int64_t>(properties->totalGlobalMem);
+    }
+#endif
+    for (auto dtype : kProbedDtypes) {
+      if (ConvolutionRuns(device, dtype)) info.dtypes.push_back(DtypeName(dtype));
+    }
+    infos.push_back(info);
+  }
+  return infos;
+}
+
+Napi::Value Capabilities(const Napi::CallbackInfo& info) {
+  auto deliver = [](Napi::Env env, const std::vector<DeviceInfo>& devices) -> Napi::Value {
+    auto result = Napi::Object::New(env);
+    result.Set("libtorch", TORCH_VERSION);
+    result.Set("cuda", torch::cuda::is_available());
+    result.Set("cudnn", torch::cuda::cudnn_is_available());
+    result.Set("cudaBuild",
+#ifdef EASYINV_CUDA
+               true
+#else
+               false
+#endif
+    );
+    result.Set("threads", at::get_num_threads());
+    auto list = Napi::Array::New(env, devices.size());
+    for (size_t i = 0; i < devices.size(); ++i) {
+      auto entry = Napi::Object::New(env);
+      entry.Set("device", devices[i].name);
+      entry.Set("name", devices[i].label);
+      if (devices[i].memory_bytes > 0) entry.Set("memoryBytes", static_cast<double>(devices[i].memory_bytes));
+      auto dtypes = Napi::Array::New(env, devices[i].dtypes.size());
+      for (size_t j = 0; j < devices[i].dtypes.size(); ++j) dtypes.Set(static_cast<uint32_t>(j), devices[i].dtypes[j]);
+      entry.Set("dtypes", dtypes);
+      list.Set(static_cast<uint32_t>(i), entry);
+    }
+    result.Set("devices", list);
+    return result;
+  };
+  return Schedule(info.Env(), c10::Device(c10::kCPU), "probing devices", ProbeDevices, deliver);
+}
+
+// Resolves once everything queued on the device before it has finished, kernels included.
+Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+  c10::Device device = info[0].IsUndefined() ? c10::Device(c10::kCPU) : ParseDevice(info.Env(), info[0]);
+  auto work = [device] {
+    if (device.is_cuda()) torch::cuda::synchronize(device.index());
+    return true;
+  };
+  auto deliver = [](Napi::Env env, bool) -> Napi::Value { return env.Undefined(); };
+  return Schedule(info.Env(), device, "synchronize", work, deliver);
+}
+
+Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
+#ifdef EASYINV_CUDA
+  if (torch::cuda::is_available()) c10::cuda::CUDACachingAllocator::emptyCache();
+#endif
+  return info.Env().Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* addon = new Addon{std::make_shared<EnvState>(env)};
+  env.SetInstanceData(addon);
+  env.AddCleanupHook([state = addon->state] { state->Close(); });
+
+  Napi::Function tensor_class = TensorWrap::Define(env);
+  Napi::Function module_class = ModuleWrap::Define(env);
+  addon->tensor_class = Napi::Persistent(tensor_class);
+  addon->module_class = Napi::Persistent(module_class);
+  exports.Set("Tensor", tensor_class);
+  exports.Set("Module", module_class);
+  exports.Set("loadModule", Napi::Function::New(env, ModuleWrap::Load, "loadModule"));
+  exports.Set("capabilities", Napi::Function::New(env, Capabilities, "capabilities"));
+  exports.Set("synchronize", Napi::Function::New(env, Synchronize, "synchronize"));
+  exports.Set("emptyCache", Napi::Function::New(env, EmptyCache, "emptyCache"));
+  return exports;
+}
+
+}  // namespace
+}  // namespace easyinv
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return easyinv::Init(env, exports); }
+NODE_API_MODULE(easyinv, InitAddon)

@@ -1,0 +1,119 @@
+#include "convert.h"
+
+#include <torch/cuda.h>
+
+#include <optional>
+
+namespace easyinv {
+namespace {
+
+struct DtypeEntry {
+  const char* name;
+  c10::ScalarType type;
+};
+
+const DtypeEntry kDtypes[] = {
+    {"float32", c10::kFloat}, {"float16", c10::kHalf},  {"bfloat16", c10::kBFloat16}, {"float64", c10::kDouble},
+    {"int64", c10::kLong},    {"int32", c10::kInt},     {"uint8", c10::kByte},        {"bool", c10::kBool},
+};
+
+std::string Describe(const Napi::Value& value) {
+  if (value.IsString()) return "'" + value.As<Napi::String>().Utf8Value() + "'";
+  if (value.IsNull()) return "null";
+  if (value.IsUndefined()) return "undefined";
+  return "of type " + std::string(value.IsNumber() ? "number" : value.IsObject() ? "object" : "other");
+}
+
+}  // namespace
+
+void ThrowType(Napi::Env env, const std::string& message) {
+  throw Napi::TypeError::New(env, "easyinv: " + message);
+}
+
+c10::Device ParseDevice(Napi::Env env, const Napi::Value& value) {
+  if (!value.IsString()) ThrowType(env, "device must be a string such as 'cpu', 'cuda' or 'cuda:0'");
+  std::string name = value.As<Napi::String>().Utf8Value();
+  std::optional<c10::Device> device;
+  try {
+    device.emplace(name);
+  } catch (const c10::Error&) {
+  }
+  if (!device || !(device->is_cpu() || device->is_cuda())) {
+    throw Napi::Error::New(env, "easyinv: unknown device '" + name + "': use 'cpu', 'cuda' or 'cuda:<index>'");
+  }
+  if (device->is_cpu()) return c10::Device(c10::kCPU);
+  if (!torch::cuda::is_available()) {
+#ifdef EASYINV_CUDA
+    const char* why = "this build links a CUDA LibTorch, but no CUDA device or driver is visible";
+#else
+    const char* why = "this build links a CPU-only LibTorch; rebuild with LIBTORCH_USE_PYTORCH=1 (a CUDA PyTorch) "
+                      "or LIBTORCH=/path/to/libtorch-cuda, then `npm rebuild easyinv`";
+#endif
+    throw Napi::Error::New(env, "easyinv: device '" + name + "' requested but CUDA is not available: " + why);
+  }
+  int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+  c10::DeviceIndex index = device->has_index() ? device->index() : 0;
+  if (index >= count) {
+    throw Napi::Error::New(env, "easyinv: device '" + name + "' does not exist: " + std::to_string(count) +
+                                    " CUDA device(s) are visible");
+  }
+  return c10::Device(c10::kCUDA, index);
+}
+
+std::string DeviceName(const c10::Device& device) { return device.str(); }
+
+c10::ScalarType ParseDtype(Napi::Env env, const Napi::Value& value) {
+  if (value.IsString()) {
+    std::string name = value.As<Napi::String>().Utf8Value();
+    for (const auto& entry : kDtypes) {
+      if (name == entry.name) return entry.type;
+    }
+  }
+  std::string known;
+  for (const auto& entry : kDtypes) known += std::string(known.empty() ? "" : ", ") + entry.name;
+  ThrowType(env, "unknown dtype " + Describe(value) + ": use one of " + known);
+}
+
+std::string DtypeName(c10::ScalarType dtype) {
+  for (const auto& entry : kDtypes) {
+    if (entry.type == dtype) return entry.name;
+  }
+  return c10::toString(dtype);
+}
+
+std::string StringArg(const Napi::CallbackInfo& info, size_t index, const char* name) {
+  if (!info[index].IsString()) ThrowType(info.Env(), std::string(name) + " must be a string");
+  return info[index].As<Napi::String>().Utf8Value();
+}
+
+double NumberArg(const Napi::CallbackInfo& info, size_t index, const char* name) {
+  if (!info[index].IsNumber()) ThrowType(info.Env(), std::string(name) + " must be a number");
+  return info[index].As<Napi::Number>().DoubleValue();
+}
+
+std::vector<int64_t> ShapeArg(const Napi::CallbackInfo& info, size_t index, const char* name) {
+  const char* rule = " must be an array of non-negative integers";
+  if (!info[index].IsArray()) ThrowType(info.Env(), std::string(name) + rule);
+  auto array = info[index].As<Napi::Array>();
+  std::vector<int64_t> shape;
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    Napi::Value item = array.Get(i);
+    double size = item.IsNumber() ? item.As<Napi::Number>().DoubleValue() : -1;
+    if (size < 0 || size != static_cast<double>(static_cast<int64_t>(size))) {
+      ThrowType(info.Env(), std::string(name) + rule);
+    }
+    shape.push_back(static_cast<int64_t>(size));
+  }
+  return shape;
+}
+
+void DeviceDtypeArg(const Napi::CallbackInfo& info, size_t index, c10::Device& device, c10::ScalarType& dtype) {
+  Napi::Value options = info[index];
+  if (options.IsUndefined()) return;
+  if (!options.IsObject()) ThrowType(info.Env(), "options must be an object such as { device: 'cpu', dtype: 'float32' }");
+  Napi::Object object = options.As<Napi::Object>();
+  if (!object.Get("device").IsUndefined()) device = ParseDevice(info.Env(), object.Get("device"));
+  if (!object.Get("dtype").IsUndefined()) dtype = ParseDtype(info.Env(), object.Get("dtype"));
+}
+
+}  // namespace easyinv

@@ -1,0 +1,32 @@
+// Module: a TorchScript module loaded on one device in one dtype; forward runs on that device's thread.
+#pragma once
+
+#include <napi.h>
+#include <torch/script.h>
+
+#include <memory>
+
+namespace easyinv {
+
+class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  static Napi::Value Load(const Napi::CallbackInfo& info);
+
+  explicit ModuleWrap(const Napi::CallbackInfo& info);
+
+ private:
+  Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value Disposed(const Napi::CallbackInfo& info);
+  Napi::Value Path(const Napi::CallbackInfo& info);
+  Napi::Value Device(const Napi::CallbackInfo& info);
+  Napi::Value Dtype(const Napi::CallbackInfo& info);
+
+  std::shared_ptr<torch::jit::Module> module_;  // null once disposed; queued forwards hold their own reference
+  std::string path_;
+  c10::Device device_{c10::kCPU};
+  c10::ScalarType dtype_ = c10::kFloat;
+};
+
+}  // namespace easyinv

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Writes the small TorchScript modules the native-core tests use, into weights/test/.
+
+Run with Debian's python3-torch (1.13) so that LibTorch 1.13 and newer can load the files:
+    /usr/bin/python3 weights/make_test_modules.py
+The weights are seeded, so the files are the same on every run of the same PyTorch.
+"""
+import math
+import os
+
+import torch
+from torch import nn
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "test")
+
+
+class ConvUNet(nn.Module):
+    """A UNet-shaped noise predictor with the SD signature: (sample[B,4,h,w], timestep int64[B], cond[B,77,D])."""
+
+    def __init__(self, channels: int = 32, cond_dim: int = 32):
+        super().__init__()
+        self.channels = channels
+        self.conv_in = nn.Conv2d(4, channels, 3, padding=1)
+        self.time_proj = nn.Linear(channels, channels)
+        self.down = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.to_q = nn.Linear(channels, channels)
+        self.to_k = nn.Linear(cond_dim, channels)
+        self.to_v = nn.Linear(cond_dim, channels)
+        self.up = nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1)
+        self.conv_out = nn.Conv2d(2 * channels, 4, 3, padding=1)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+        half = self.channels // 2
+        frequencies = torch.exp(-math.log(10000.0) * torch.arange(half, device=sample.device) / half)
+        angles = (timestep.float()[:, None] * frequencies[None, :]).to(self.time_proj.weight.dtype)
+        embedding = self.time_proj(torch.cat([angles.sin(), angles.cos()], dim=1)).to(sample.dtype)
+        skip = torch.nn.functional.silu(self.conv_in(sample) + embedding[:, :, None, None])
+        hidden = torch.nn.functional.silu(self.down(skip))
+        batch, channels, height, width = hidden.shape
+        tokens = hidden.flatten(2).transpose(1, 2)
+        query, key, value = self.to_q(tokens), self.to_k(encoder_hidden_states), self.to_v(encoder_hidden_states)
+        weights = torch.softmax(query @ key.transpose(1, 2) / math.sqrt(channels), dim=-1)
+        tokens = tokens + weights @ value
+        hidden = tokens.transpose(1, 2).reshape(batch, channels, height, width)
+        return self.conv_out(torch.cat([skip, self.up(hidden)], dim=1))
+
+
+class SlowChain(nn.Module):
+    """Many dependent matrix products: a forward that takes a while, for event-loop tests."""
+
+    def __init__(self, width: int = 256, rounds: int = 40):
+        super().__init__()
+        self.rounds = rounds
+        self.weight = nn.Parameter(torch.randn(width, width) / math.sqrt(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.rounds):
+            x = torch.tanh(x @ self.weight)
+        return x
+
+
+class Pair(nn.Module):
+    """Returns a tuple, like SDXL's second text encoder (hidden states, pooled)."""
+
+    def forward(self, x: torch.Tensor):
+        return x * 2, x.sum(dim=-1)
+
+
+def main() -> None:
+    os.makedirs(OUT, exist_ok=True)
+    torch.manual_seed(0)
+    for name, module in [("conv_unet", ConvUNet()), ("slow_chain", SlowChain()), ("pair", Pair())]:
+        scripted = torch.jit.script(module.eval())
+        path = os.path.join(OUT, f"{name}.pt")
+        scripted.save(path)
+        print(f"wrote {path} ({os.path.getsize(path)} bytes)")
+
+
+if __name__ == "__main__":
+    main()
