@@ -5,6 +5,7 @@ Run with Debian's python3-torch (1.13) so that LibTorch 1.13 and newer can load 
     /usr/bin/python3 weights/make_test_modules.py
 The weights are seeded, so the files are the same on every run of the same PyTorch.
 """
+import json
 import math
 import os
 
@@ -66,14 +67,35 @@ class Pair(nn.Module):
         return x * 2, x.sum(dim=-1)
 
 
+def seeded_randn(shape, seed: int) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def reference(unet: torch.jit.ScriptModule) -> dict:
+    """Values computed here, in PyTorch, that the tests compare the addon's results with."""
+    sample, cond = seeded_randn([2, 4, 16, 16], 11), seeded_randn([2, 77, 32], 12)
+    timestep = torch.tensor([10, 500], dtype=torch.int64)
+    with torch.no_grad():
+        eps = unet(sample, timestep, cond)
+    return {
+        "randn": {"shape": [3, 5], "seed": 7, "values": seeded_randn([3, 5], 7).flatten().tolist()},
+        "conv_unet": {"sample_seed": 11, "cond_seed": 12, "timestep": [10, 500], "eps": eps.flatten().tolist()},
+    }
+
+
 def main() -> None:
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
-    for name, module in [("conv_unet", ConvUNet()), ("slow_chain", SlowChain()), ("pair", Pair())]:
+    modules = {"conv_unet": ConvUNet(), "slow_chain": SlowChain(), "pair": Pair()}
+    for name, module in modules.items():
         scripted = torch.jit.script(module.eval())
         path = os.path.join(OUT, f"{name}.pt")
         scripted.save(path)
         print(f"wrote {path} ({os.path.getsize(path)} bytes)")
+    path = os.path.join(OUT, "reference.json")
+    with open(path, "w") as file:
+        json.dump(reference(torch.jit.load(os.path.join(OUT, "conv_unet.pt"))), file)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,92 @@
+// The native addon's surface, written by hand and checked against the running addon by test/binding.test.ts.
+
+export type Dtype = 'float32' | 'float16' | 'bfloat16' | 'float64' | 'int64' | 'int32' | 'uint8' | 'bool';
+/** 'cpu', 'cuda' (device 0) or 'cuda:<index>'. */
+export type Device = string;
+export type TypedData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
+
+export interface Placement {
+  device?: Device;
+  dtype?: Dtype;
+}
+
+/** A tensor that lives on its device. Reading or computing its data is asynchronous and runs off the JS thread. */
+export interface Tensor {
+  readonly shape: number[];
+  readonly dtype: Dtype;
+  readonly device: Device;
+  readonly disposed: boolean;
+  /** Frees the tensor now (idempotent); work already queued on it still completes. */
+  dispose(): void;
+  /**
+   * A copy of the data: Float32Array for float32, float16 and bfloat16; Float64Array, Int32Array, BigInt64Array and
+   * Uint8Array (also for bool) for the others. The type parameter names the array for non-float32 dtypes.
+   */
+  toArray<T extends TypedData = Float32Array>(): Promise<NoInfer<T>>;
+  to(placement: Placement): Promise<Tensor>;
+  /** this + weight * (end - this) */
+  lerp(end: Tensor, weight: number): Promise<Tensor>;
+  /** Views along the batch axis (dim 0). */
+  split(sizes: number[]): Promise<Tensor[]>;
+  mean(): Promise<number>;
+  /** Sample standard deviation (n - 1), as torch.std. */
+  std(): Promise<number>;
+  /** Euclidean norm of all elements. */
+  norm(): Promise<number>;
+}
+
+export interface TensorClass {
+  readonly prototype: Tensor;
+  /** Copies data into a new tensor; the dtype defaults to the typed array's own, float32 for a plain array. */
+  fromArray(data: TypedData | number[], shape: number[], placement?: Placement): Tensor;
+  /** Standard normal noise drawn on the CPU from `seed`, so a seed means the same noise on every device. */
+  randn(shape: number[], options: Placement & { seed: number }): Promise<Tensor>;
+  /** sum_i weights[i] * tensors[i], in one call, in the promoted dtype of the inputs. */
+  weightedSum(tensors: Tensor[], weights: number[]): Promise<Tensor>;
+  /** Concatenation along the batch axis (dim 0). */
+  cat(tensors: Tensor[]): Promise<Tensor>;
+}
+
+export type ModuleOutput = Tensor | number | boolean | string | null | ModuleOutput[] | { [key: string]: ModuleOutput };
+
+export interface NativeModule {
+  readonly path: string;
+  readonly device: Device;
+  readonly dtype: Dtype;
+  readonly disposed: boolean;
+  forward(...inputs: Tensor[]): Promise<ModuleOutput>;
+  dispose(): void;
+}
+
+export interface DeviceCapabilities {
+  device: Device;
+  name: string;
+  memoryBytes?: number;
+  /** The dtypes a convolution actually ran in on this device. */
+  dtypes: Dtype[];
+}
+
+export interface Capabilities {
+  libtorch: string;
+  cuda: boolean;
+  cudnn: boolean;
+  cudaBuild: boolean;
+  threads: number;
+  devices: DeviceCapabilities[];
+}
+
+export interface Addon {
+  /** The file the addon was loaded from. */
+  readonly path: string;
+  Tensor: TensorClass;
+  Module: { readonly prototype: NativeModule };
+  loadModule(path: string, placement?: Placement): Promise<NativeModule>;
+  capabilities(): Promise<Capabilities>;
+  /** Resolves when all work queued on the device before this call has finished. */
+  synchronize(device?: Device): Promise<void>;
+  /** Returns cached, unused CUDA memory to the driver (nothing to do on the CPU). */
+  emptyCache(): void;
+}
+
+export function loadAddon(): Addon;
+export function explain(error: unknown): Error;

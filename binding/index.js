@@ -1,0 +1,42 @@
+'use strict';
+// The one place that loads the native addon. A failure says what probably went wrong and how to fix it.
+const path = require('path');
+
+const root = path.join(__dirname, '..');
+let addon;
+
+function explain(error) {
+  const message = String(error && error.message);
+  const causes = [];
+  if (/Could not locate the bindings file/.test(message)) {
+    causes.push('The addon was never built: `npm install` ran with --ignore-scripts, or its build failed (see the install log).\n' +
+      '    Fix: npm rebuild easyinv (in a clone: npm run build:native).');
+  }
+  if (/cannot open shared object file|Library not loaded|image not found/.test(message)) {
+    causes.push('A LibTorch library the addon was linked against is gone (LibTorch moved, was upgraded or uninstalled).\n' +
+      '    Fix: reinstall that LibTorch, or rebuild against the one you have: npm rebuild easyinv.');
+  }
+  if (/undefined symbol|NODE_MODULE_VERSION|invalid ELF header|wrong ELF class/.test(message)) {
+    causes.push('The addon was built for another LibTorch, another C++ ABI, another platform or another runtime (Electron).\n' +
+      '    Fix: npm rebuild easyinv; for Electron, rebuild with cmake-js --runtime=electron --runtime-version=<version>.');
+  }
+  if (causes.length === 0) {
+    causes.push('Unknown: rebuild with `npm rebuild easyinv` and read the build log; LibTorch is found through LIBTORCH,\n' +
+      '    LIBTORCH_USE_PYTORCH=1 or the system package libtorch-dev.');
+  }
+  return new Error(`easyinv: the native addon could not be loaded.\n${message}\nLikely causes and fixes:\n` +
+    causes.map((cause) => `  - ${cause}`).join('\n'), { cause: error });
+}
+
+function loadAddon() {
+  if (addon === undefined) {
+    try {
+      addon = require('bindings')({ bindings: 'easyinv', module_root: root });
+    } catch (error) {
+      throw explain(error);
+    }
+  }
+  return addon;
+}
+
+module.exports = { loadAddon, explain };

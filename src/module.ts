@@ -1,0 +1,76 @@
+import * as fs from 'fs';
+
+import { addon, type Device, type Dtype, type ModuleOutput, type Placement, type Tensor } from './native';
+
+type NativeModule = Awaited<ReturnType<typeof addon.loadModule>>;
+
+/** A TorchScript module on one device, in one dtype. `forward` runs off the JS thread, in order per device. */
+export class Module {
+  constructor(private readonly native: NativeModule) {}
+
+  get path(): string {
+    return this.native.path;
+  }
+
+  get device(): Device {
+    return this.native.device;
+  }
+
+  get dtype(): Dtype {
+    return this.native.dtype;
+  }
+
+  get disposed(): boolean {
+    return this.native.disposed;
+  }
+
+  async forward(...inputs: Tensor[]): Promise<ModuleOutput> {
+    try {
+      return await this.native.forward(...inputs);
+    } catch (error) {
+      throw explainForwardError(error as Error, this.native);
+    }
+  }
+
+  /** Frees the module (idempotent); forwards already queued still complete. */
+  dispose(): void {
+    this.native.dispose();
+  }
+}
+
+function explainForwardError(error: Error, module: NativeModule): Error {
+  if (module.device === 'cpu' && /not implemented for '(Half|BFloat16)'/.test(error.message)) {
+    return new Error(
+      `easyinv: float16 needs CUDA: module '${module.path}' runs in ${module.dtype} on the CPU, where LibTorch has no ` +
+        `half-precision kernels for what it uses. Load it with { dtype: 'float32' } on 'cpu', or on 'cuda'.\n` +
+        `LibTorch said: ${error.message}`,
+      { cause: error },
+    );
+  }
+  return error;
+}
+
+/** Loads a TorchScript file (torch.jit.save) onto a device and converts its floating parameters to `dtype`. */
+export async function loadModule(path: string, placement: Placement = {}): Promise<Module> {
+  if (typeof path !== 'string' || path === '') throw new TypeError('easyinv: loadModule needs the path of a TorchScript file');
+  const stat = fs.statSync(path, { throwIfNoEntry: false });
+  if (stat === undefined) throw new Error(`easyinv: TorchScript file not found: ${path}`);
+  if (!stat.isFile()) throw new Error(`easyinv: not a file: ${path} (expected a TorchScript .pt file)`);
+  try {
+    return new Module(await addon.loadModule(path, placement));
+  } catch (error) {
+    throw explainLoadError(error as Error, path);
+  }
+}
+
+function explainLoadError(error: Error, path: string): Error {
+  let hint = '';
+  if (/PytorchStreamReader|zip archive|central directory/.test(error.message)) {
+    hint = `'${path}' is not a TorchScript archive, or it is truncated or corrupt. Write it with torch.jit.save ` +
+      '(a traced or scripted module), and copy it again if it was cut short.';
+  } else if (/version/i.test(error.message) && /maximum supported|newer/i.test(error.message)) {
+    hint = `'${path}' was written by a PyTorch newer than this LibTorch; export it with a PyTorch no newer than the ` +
+      'LibTorch easyinv was built against (capabilities().libtorch).';
+  }
+  return hint ? new Error(`easyinv: cannot load '${path}': ${hint}\nLibTorch said: ${error.message}`, { cause: error }) : error;
+}

@@ -1,0 +1,51 @@
+import type { Addon, NativeModule, Tensor, TensorClass } from '../binding';
+import { explain, loadAddon } from '../binding';
+
+// Each list must name every member its interface declares (the compiler checks that), and the running addon must
+// have exactly these: so the handwritten declarations and the native code cannot drift apart.
+const tensorMembers: Record<keyof Tensor, true> = {
+  shape: true, dtype: true, device: true, disposed: true, dispose: true, toArray: true, to: true, lerp: true,
+  split: true, mean: true, std: true, norm: true,
+};
+const tensorStatics: Record<Exclude<keyof TensorClass, 'prototype'>, true> = {
+  fromArray: true, randn: true, weightedSum: true, cat: true,
+};
+const moduleMembers: Record<keyof NativeModule, true> = {
+  path: true, device: true, dtype: true, disposed: true, forward: true, dispose: true,
+};
+const addonExports: Record<keyof Addon, true> = {
+  path: true, Tensor: true, Module: true, loadModule: true, capabilities: true, synchronize: true, emptyCache: true,
+};
+
+const ownNames = (object: object) => Object.getOwnPropertyNames(object).filter((name) => name !== 'constructor');
+
+describe('the native binding', () => {
+  const addon = loadAddon();
+
+  test('exports exactly what binding/index.d.ts declares', () => {
+    expect(Object.keys(addon).sort()).toEqual(Object.keys(addonExports).sort());
+    expect(ownNames(addon.Tensor.prototype).sort()).toEqual(Object.keys(tensorMembers).sort());
+    const statics = ownNames(addon.Tensor).filter((name) => typeof (addon.Tensor as any)[name] === 'function');
+    expect(statics.sort()).toEqual(Object.keys(tensorStatics).sort());
+    expect(ownNames(addon.Module.prototype).sort()).toEqual(Object.keys(moduleMembers).sort());
+  });
+
+  test('capabilities report LibTorch, the CPU and the dtypes a convolution really ran in', async () => {
+    const caps = await addon.capabilities();
+    expect(caps.libtorch).toMatch(/^\d+\.\d+\.\d+/);
+    expect(caps.devices[0]).toMatchObject({ device: 'cpu', name: 'CPU' });
+    expect(caps.devices[0].dtypes).toContain('float32');
+    expect(caps.devices[0].dtypes).not.toContain('float16'); // LibTorch has no CPU float16 convolution
+    expect(caps.devices.length).toBe(1 + (caps.cuda ? caps.devices.filter((d) => d.device.startsWith('cuda')).length : 0));
+    for (const device of caps.devices.slice(1)) expect(device.dtypes).toEqual(expect.arrayContaining(['float32', 'float16']));
+  });
+
+  test('a load failure lists the likely causes and their fixes', () => {
+    const missing = explain(new Error('Could not locate the bindings file. Tried: build/Release/easyinv.node'));
+    expect(missing.message).toMatch(/could not be loaded[\s\S]*never built[\s\S]*Fix: npm rebuild easyinv/);
+    const moved = explain(new Error('libtorch_cpu.so: cannot open shared object file: No such file or directory'));
+    expect(moved.message).toMatch(/LibTorch library .* is gone[\s\S]*Fix:/);
+    const abi = explain(new Error('easyinv.node: undefined symbol: _ZN3c106detail14torchCheckFail'));
+    expect(abi.message).toMatch(/another LibTorch, another C\+\+ ABI[\s\S]*Fix: npm rebuild easyinv/);
+  });
+});

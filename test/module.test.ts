@@ -1,0 +1,140 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { capabilities, loadModule, Module, Tensor } from '../src';
+import { maxAbsDifference, weights } from './helpers';
+
+const reference = require(weights('reference.json'));
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'easyinv-module-'));
+afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
+
+async function unetInputs(batch = 2, side = 16) {
+  const sample = await Tensor.randn([batch, 4, side, side], { seed: reference.conv_unet.sample_seed });
+  const cond = await Tensor.randn([batch, 77, 32], { seed: reference.conv_unet.cond_seed });
+  const timestep = Tensor.fromArray(reference.conv_unet.timestep.slice(0, batch), [batch], { dtype: 'int64' });
+  return { sample, timestep, cond };
+}
+
+describe('TorchScript modules', () => {
+  let unet: Module;
+  beforeAll(async () => {
+    unet = await loadModule(weights('conv_unet.pt'), { device: 'cpu', dtype: 'float32' });
+  });
+
+  test('a loaded module reports its file, device and dtype', () => {
+    expect(unet.path).toBe(weights('conv_unet.pt'));
+    expect(unet.device).toBe('cpu');
+    expect(unet.dtype).toBe('float32');
+    expect(unet.disposed).toBe(false);
+  });
+
+  test('forward with the UNet signature matches PyTorch on the same inputs', async () => {
+    const { sample, timestep, cond } = await unetInputs();
+    const eps = (await unet.forward(sample, timestep, cond)) as Tensor;
+    expect(eps.shape).toEqual([2, 4, 16, 16]);
+    expect(maxAbsDifference(await eps.toArray(), reference.conv_unet.eps)).toBeLessThan(1e-5);
+  });
+
+  test('a batch gives the same noise as its samples one by one', async () => {
+    const { sample, timestep, cond } = await unetInputs();
+    const batched = await ((await unet.forward(sample, timestep, cond)) as Tensor).toArray();
+    const [s0, s1] = await sample.split([1, 1]);
+    const [t0, t1] = await Tensor.fromArray(new BigInt64Array(reference.conv_unet.timestep.map(BigInt)), [2]).split([1, 1]);
+    const [c0, c1] = await cond.split([1, 1]);
+    const one = await ((await unet.forward(s0, t0, c0)) as Tensor).toArray();
+    const two = await ((await unet.forward(s1, t1, c1)) as Tensor).toArray();
+    expect(maxAbsDifference(batched, [...one, ...two])).toBeLessThan(1e-5);
+  });
+
+  test('a tuple output becomes an array of tensors', async () => {
+    const pair = await loadModule(weights('pair.pt'));
+    const x = Tensor.fromArray([1, 2, 3, 4, 5, 6], [2, 3]);
+    const [doubled, sums] = (await pair.forward(x)) as Tensor[];
+    expect(Array.from(await doubled.toArray())).toEqual([2, 4, 6, 8, 10, 12]);
+    expect(Array.from(await sums.toArray())).toEqual([6, 15]);
+  });
+
+  describe('errors', () => {
+    test('a missing file', async () => {
+      await expect(loadModule(path.join(scratch, 'missing.pt'))).rejects.toThrow(/TorchScript file not found: .*missing\.pt/);
+    });
+
+    test('a file that is not TorchScript', async () => {
+      const file = path.join(scratch, 'notes.pt');
+      fs.writeFileSync(file, 'this is not a TorchScript archive\n');
+      await expect(loadModule(file)).rejects.toThrow(/is not a TorchScript archive, or it is truncated/);
+    });
+
+    test('a truncated .pt file', async () => {
+      const file = path.join(scratch, 'truncated.pt');
+      const whole = fs.readFileSync(weights('conv_unet.pt'));
+      fs.writeFileSync(file, whole.subarray(0, Math.floor(whole.length / 2)));
+      await expect(loadModule(file)).rejects.toThrow(/is not a TorchScript archive, or it is truncated/);
+    });
+
+    test('a directory instead of a file', async () => {
+      await expect(loadModule(scratch)).rejects.toThrow(/not a file/);
+    });
+
+    test('the wrong number of arguments', async () => {
+      const { sample, timestep, cond } = await unetInputs();
+      await expect(unet.forward(sample, timestep)).rejects.toThrow(/forward of module .*conv_unet\.pt' failed: .*missing value for argument 'encoder_hidden_states'/);
+      await expect(unet.forward(sample, timestep, cond, cond)).rejects.toThrow(/received 5 argument\(s\)/);
+    });
+
+    test('an input of the wrong shape', async () => {
+      const { timestep, cond } = await unetInputs();
+      const wrong = await Tensor.randn([2, 3, 16, 16], { seed: 1 });
+      await expect(unet.forward(wrong, timestep, cond)).rejects.toThrow(/forward of module .* failed: .*channels/s);
+    });
+
+    test('an input of the wrong dtype', async () => {
+      const { timestep, cond } = await unetInputs();
+      const wrong = await Tensor.randn([2, 4, 16, 16], { seed: 1, dtype: 'float64' });
+      await expect(unet.forward(wrong, timestep, cond)).rejects.toThrow(/forward of module .* failed: .*(Double|double)/s);
+    });
+
+    test('an argument that is not a Tensor', async () => {
+      await expect(unet.forward(1 as never)).rejects.toThrow('forward argument 1 must be a Tensor');
+    });
+
+    test('an unknown device', async () => {
+      await expect(loadModule(weights('conv_unet.pt'), { device: 'tpu' })).rejects.toThrow("unknown device 'tpu'");
+    });
+
+    test('a CUDA device that is not there', async () => {
+      const { cuda, devices } = await capabilities();
+      const missing = cuda ? `cuda:${devices.length}` : 'cuda';
+      await expect(loadModule(weights('conv_unet.pt'), { device: missing })).rejects.toThrow(
+        cuda ? /does not exist/ : /CUDA is not available: this build links a CPU-only LibTorch/,
+      );
+    });
+
+    test('a float16 convolution on the CPU says float16 needs CUDA', async () => {
+      const half = await loadModule(weights('conv_unet.pt'), { device: 'cpu', dtype: 'float16' });
+      expect(half.dtype).toBe('float16');
+      const { sample, timestep, cond } = await unetInputs();
+      const forward = half.forward(await sample.to({ dtype: 'float16' }), timestep, await cond.to({ dtype: 'float16' }));
+      await expect(forward).rejects.toThrow(/^easyinv: float16 needs CUDA: module .* Load it with \{ dtype: 'float32' \} on 'cpu', or on 'cuda'/);
+    });
+
+    test('a disposed input tensor', async () => {
+      const { sample, timestep, cond } = await unetInputs();
+      cond.dispose();
+      await expect(unet.forward(sample, timestep, cond)).rejects.toThrow('this Tensor has been disposed');
+    });
+
+    test('a disposed module', async () => {
+      const module = await loadModule(weights('pair.pt'));
+      module.dispose();
+      module.dispose();
+      expect(module.disposed).toBe(true);
+      await expect(module.forward(Tensor.fromArray([1], [1]))).rejects.toThrow(/module '.*pair\.pt' has been disposed/);
+    });
+
+    test('a module dtype that is not floating', async () => {
+      await expect(loadModule(weights('pair.pt'), { dtype: 'int64' })).rejects.toThrow(/dtype must be a floating type/);
+    });
+  });
+});

@@ -1,0 +1,125 @@
+import { Tensor } from '../src';
+import { maxAbsDifference, weights } from './helpers';
+
+const reference = require(weights('reference.json'));
+
+describe('Tensor', () => {
+  test('fromArray keeps data, shape, dtype and device, and toArray copies it back', async () => {
+    const data = new Float32Array([1.5, -2, 3.25, 4, 5, 6]);
+    const t = Tensor.fromArray(data, [2, 3]);
+    expect(t.shape).toEqual([2, 3]);
+    expect(t.dtype).toBe('float32');
+    expect(t.device).toBe('cpu');
+    data[0] = 99; // the tensor owns a copy
+    expect(Array.from(await t.toArray())).toEqual([1.5, -2, 3.25, 4, 5, 6]);
+  });
+
+  test.each([
+    ['float64', new Float64Array([0.1, 0.2])],
+    ['int32', new Int32Array([-7, 9])],
+    ['int64', new BigInt64Array([-7n, 9n])],
+    ['uint8', new Uint8Array([0, 255])],
+  ] as const)('a %s typed array round-trips in its own dtype', async (dtype, data) => {
+    const t = Tensor.fromArray(data, [2]);
+    expect(t.dtype).toBe(dtype);
+    expect(await t.toArray<typeof data>()).toEqual(data);
+  });
+
+  test('a plain array becomes float32, or the dtype asked for', async () => {
+    expect(Tensor.fromArray([1, 2], [2]).dtype).toBe('float32');
+    const steps = Tensor.fromArray([981, 1], [2], { dtype: 'int64' });
+    expect(steps.dtype).toBe('int64');
+    expect(await steps.toArray<BigInt64Array>()).toEqual(new BigInt64Array([981n, 1n]));
+  });
+
+  test('float16 keeps values it can represent and widens to float32 on the way out', async () => {
+    const half = await Tensor.fromArray([0.5, -1.25, 1024], [3]).to({ dtype: 'float16' });
+    expect(half.dtype).toBe('float16');
+    const out = await half.toArray();
+    expect(out.constructor.name).toBe('Float32Array'); // jest's realm has its own Float32Array
+    expect(Array.from(out)).toEqual([0.5, -1.25, 1024]);
+    const rounded = await (await Tensor.fromArray([0.1], [1]).to({ dtype: 'float16' })).toArray();
+    expect(rounded[0]).not.toBe(Math.fround(0.1));
+    expect(Math.abs(rounded[0] - 0.1)).toBeLessThan(1e-4);
+  });
+
+  test('weightedSum computes sum_i w_i t_i in one call', async () => {
+    const a = Tensor.fromArray([1, 2, 3], [3]);
+    const b = Tensor.fromArray([10, 20, 30], [3]);
+    const c = Tensor.fromArray([-1, 0, 1], [3]);
+    const sum = await Tensor.weightedSum([a, b, c], [0.5, -0.25, 3]);
+    expect(Array.from(await sum.toArray())).toEqual([0.5 - 2.5 - 3, 1 - 5, 1.5 - 7.5 + 3]);
+    const promoted = await Tensor.weightedSum([a, Tensor.fromArray(new Float64Array([0.1, 0.2, 0.3]), [3])], [1, 1]);
+    expect(promoted.dtype).toBe('float64');
+  });
+
+  test('lerp moves from this toward end by weight', async () => {
+    const start = Tensor.fromArray([0, 10], [2]);
+    const end = Tensor.fromArray([4, 20], [2]);
+    expect(Array.from(await (await start.lerp(end, 0.25)).toArray())).toEqual([1, 12.5]);
+  });
+
+  test('mean, std (n - 1) and norm agree with direct sums', async () => {
+    const values = [3, -1, 4, 1, -5, 9, 2, 6];
+    const t = Tensor.fromArray(values, [2, 4]);
+    const mean = values.reduce((s, v) => s + v, 0) / values.length;
+    const variance = values.reduce((s, v) => s + (v - mean) ** 2, 0) / (values.length - 1);
+    expect(await t.mean()).toBeCloseTo(mean, 12);
+    expect(await t.std()).toBeCloseTo(Math.sqrt(variance), 12);
+    expect(await t.norm()).toBeCloseTo(Math.sqrt(values.reduce((s, v) => s + v * v, 0)), 12);
+  });
+
+  test('cat and split work along the batch axis', async () => {
+    const a = Tensor.fromArray([1, 2, 3, 4], [1, 2, 2]);
+    const b = Tensor.fromArray([5, 6, 7, 8, 9, 10, 11, 12], [2, 2, 2]);
+    const joined = await Tensor.cat([a, b]);
+    expect(joined.shape).toEqual([3, 2, 2]);
+    expect(Array.from(await joined.toArray())).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    const [first, rest] = await joined.split([1, 2]);
+    expect(first.shape).toEqual([1, 2, 2]);
+    expect(Array.from(await rest.toArray())).toEqual([5, 6, 7, 8, 9, 10, 11, 12]);
+  });
+
+  test('randn with a seed gives the same noise as torch.randn with that seed', async () => {
+    const { shape, seed, values } = reference.randn;
+    const noise = await Tensor.randn(shape, { seed });
+    expect(maxAbsDifference(await noise.toArray(), values)).toBeLessThan(1e-6);
+    const again = await Tensor.randn(shape, { seed });
+    expect(await again.toArray()).toEqual(await noise.toArray());
+    const other = await Tensor.randn(shape, { seed: seed + 1 });
+    expect(await other.toArray()).not.toEqual(await noise.toArray());
+    const large = await Tensor.randn([100000], { seed: 3, dtype: 'float64' });
+    expect(large.dtype).toBe('float64');
+    expect(Math.abs(await large.mean())).toBeLessThan(0.02);
+    expect(Math.abs((await large.std()) - 1)).toBeLessThan(0.02);
+  });
+
+  test('dispose is idempotent and any later use is a clear error', async () => {
+    const t = Tensor.fromArray([1, 2], [2]);
+    t.dispose();
+    t.dispose();
+    expect(t.disposed).toBe(true);
+    expect(() => t.shape).toThrow('this Tensor has been disposed');
+    expect(() => t.toArray()).toThrow('this Tensor has been disposed');
+    const other = Tensor.fromArray([1, 2], [2]);
+    expect(() => other.lerp(t, 0.5)).toThrow('this Tensor has been disposed');
+    expect(() => Tensor.weightedSum([other, t], [1, 1])).toThrow('this Tensor has been disposed');
+  });
+
+  test('bad arguments are clear errors', async () => {
+    expect(() => Tensor.fromArray('1,2' as never, [2])).toThrow(/data must be a Float32Array.*or an array of numbers/);
+    expect(() => Tensor.fromArray({ length: 2 } as never, [2])).toThrow(/data must be/);
+    expect(() => Tensor.fromArray([1, 'x'] as never, [2])).toThrow(/element 1 is not a number/);
+    expect(() => Tensor.fromArray([1, 2, 3], [2, 2])).toThrow('data has 3 elements but shape [2, 2] needs 4');
+    expect(() => Tensor.fromArray([1], [1.5])).toThrow(/shape must be an array of non-negative integers/);
+    expect(() => Tensor.fromArray([1], [1], { dtype: 'float8' as never })).toThrow(/unknown dtype 'float8'/);
+    expect(() => Tensor.fromArray([1], [1], { device: 'gpu' })).toThrow("unknown device 'gpu'");
+    expect(() => Tensor.randn([2], {} as never)).toThrow(/numeric seed/);
+    expect(() => Tensor.weightedSum([Tensor.fromArray([1], [1])], [])).toThrow(/one per tensor/);
+    expect(() => Tensor.cat([])).toThrow(/non-empty array of Tensors/);
+    expect(() => Tensor.cat([{} as never])).toThrow('tensors[0] must be a Tensor');
+    expect(() => new (Tensor as any)()).toThrow(/cannot be constructed directly/);
+    await expect(Tensor.weightedSum([Tensor.fromArray([1, 2], [2]), Tensor.fromArray([1, 2, 3], [3])], [1, 1]))
+      .rejects.toThrow(/Tensor.weightedSum failed: .*size/);
+  });
+});
