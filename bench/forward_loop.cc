@@ -1,5 +1,6 @@
 // The reference for the overhead benchmark: the same forwards as bench/overhead.ts, in a C++ loop without Node.
 // Usage: forward_loop MODULE ITERATIONS WARMUP SIDE COND_DIM  -> prints {"microsecondsPerCall": ...}
+#include <ATen/Parallel.h>
 #include <torch/script.h>
 
 #include <chrono>
@@ -22,6 +23,6 @@ int main(int argc, char** argv) {
   auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < iterations; ++i) module.forward(inputs);
   std::chrono::duration<double, std::micro> elapsed = std::chrono::steady_clock::now() - start;
-  std::printf("{\"microsecondsPerCall\": %.3f}\n", elapsed.count() / iterations);
+  std::printf("{\"microsecondsPerCall\": %.3f, \"threads\": %d}\n", elapsed.count() / iterations, at::get_num_threads());
   return 0;
 }

@@ -39,7 +39,12 @@ struct DeviceInfo {
   std::vector<std::string> dtypes;
 };
 
-std::vector<DeviceInfo> ProbeDevices() {
+struct Probe {
+  int threads;  // intra-op threads of the device threads, where the work runs
+  std::vector<DeviceInfo> devices;
+};
+
+Probe ProbeDevices() {
   std::vector<c10::Device> devices = {c10::Device(c10::kCPU)};
   if (torch::cuda::is_available()) {
     for (size_t i = 0; i < torch::cuda::device_count(); ++i) {
@@ -61,11 +66,12 @@ std::vector<DeviceInfo> ProbeDevices() {
     }
     infos.push_back(info);
   }
-  return infos;
+  return Probe{at::get_num_threads(), infos};
 }
 
 Napi::Value Capabilities(const Napi::CallbackInfo& info) {
-  auto deliver = [](Napi::Env env, const std::vector<DeviceInfo>& devices) -> Napi::Value {
+  auto deliver = [](Napi::Env env, const Probe& probe) -> Napi::Value {
+    const auto& devices = probe.devices;
     auto result = Napi::Object::New(env);
     result.Set("libtorch", TORCH_VERSION);
     result.Set("cuda", torch::cuda::is_available());
@@ -77,7 +83,7 @@ Napi::Value Capabilities(const Napi::CallbackInfo& info) {
                false
 #endif
     );
-    result.Set("threads", at::get_num_threads());
+    result.Set("threads", probe.threads);
     auto list = Napi::Array::New(env, devices.size());
     for (size_t i = 0; i < devices.size(); ++i) {
       auto entry = Napi::Object::New(env);
