@@ -86,6 +86,21 @@ export interface Addon {
   synchronize(device?: Device): Promise<void>;
   /** Returns cached, unused CUDA memory to the driver (nothing to do on the CPU). */
   emptyCache(): void;
+  /** Tensor handles of this JS environment that are not disposed yet (a leak check). */
+  liveTensors(): number;
+  /**
+   * ReNoise's noise regularisation of eps [B, C, H, W] toward target: `steps` rounds of a patch-KL gradient step
+   * (weight lambdaKl) and `rolls` auto-correlation gradient steps (weight lambdaAc / rolls), shifts drawn from `seed`.
+   */
+  regularizeNoise(eps: Tensor, target: Tensor, options: RegularizeOptions): Promise<Tensor>;
+}
+
+export interface RegularizeOptions {
+  lambdaAc: number;
+  lambdaKl: number;
+  steps: number;
+  rolls: number;
+  seed: number;
 }
 
 export function loadAddon(): Addon;

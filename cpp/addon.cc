@@ -14,6 +14,7 @@
 #include "convert.h"
 #include "module.h"
 #include "queue.h"
+#include "regularize.h"
 #include "tensor.h"
 
 namespace easyinv {
@@ -119,6 +120,10 @@ Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value LiveTensors(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(info.Env().GetInstanceData<Addon>()->live_tensors));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* addon = new Addon{std::make_shared<EnvState>(env)};
   env.SetInstanceData(addon);
@@ -134,6 +139,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("capabilities", Napi::Function::New(env, Capabilities, "capabilities"));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize, "synchronize"));
   exports.Set("emptyCache", Napi::Function::New(env, EmptyCache, "emptyCache"));
+  exports.Set("liveTensors", Napi::Function::New(env, LiveTensors, "liveTensors"));
+  exports.Set("regularizeNoise", Napi::Function::New(env, RegularizeNoise, "regularizeNoise"));
   return exports;
 }
 

@@ -63,6 +63,7 @@ struct Addon {
   std::shared_ptr<EnvState> state;
   Napi::FunctionReference tensor_class;
   Napi::FunctionReference module_class;
+  int64_t live_tensors = 0;  // Tensor handles not yet disposed (JS thread only)
 };
 
 // Runs `work` on the device's thread; `deliver` turns its value into JS on the JS thread.

@@ -131,6 +131,15 @@ TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor
     ThrowType(info.Env(), "Tensor cannot be constructed directly: use Tensor.fromArray or Tensor.randn");
   }
   tensor_ = *info[0].As<Napi::External<at::Tensor>>().Data();
+  ++info.Env().GetInstanceData<Addon>()->live_tensors;
+}
+
+TensorWrap::~TensorWrap() { Release(Env()); }
+
+void TensorWrap::Release(Napi::Env env) {
+  if (!tensor_.defined()) return;
+  tensor_.reset();
+  --env.GetInstanceData<Addon>()->live_tensors;
 }
 
 Napi::Object TensorWrap::Wrap(Napi::Env env, at::Tensor tensor) {
@@ -233,7 +242,7 @@ Napi::Value TensorWrap::Disposed(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value TensorWrap::Dispose(const Napi::CallbackInfo& info) {
-  tensor_.reset();  // work already queued holds its own reference and frees the memory when it ends
+  Release(info.Env());  // work already queued holds its own reference and frees the memory when it ends
   return info.Env().Undefined();
 }
 

@@ -15,6 +15,7 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   static at::Tensor Extract(Napi::Env env, const Napi::Value& value, const std::string& what);
 
   explicit TensorWrap(const Napi::CallbackInfo& info);
+  ~TensorWrap() override;
 
  private:
   static Napi::Value FromArray(const Napi::CallbackInfo& info);
@@ -36,6 +37,7 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   Napi::Value Norm(const Napi::CallbackInfo& info);
 
   const at::Tensor& Live(Napi::Env env) const;
+  void Release(Napi::Env env);
   template <typename Reduce>
   Napi::Value Statistic(const Napi::CallbackInfo& info, const char* name, Reduce reduce);
 

@@ -2,6 +2,12 @@ import { addon } from './native';
 
 export type { Capabilities, Device, DeviceCapabilities, Dtype, ModuleOutput, Placement, TypedData } from './native';
 export { Module, loadModule } from './module';
+export { Model, loadModel, readManifest } from './model';
+export type { Condition, Family, Manifest, ModelOptions } from './model';
+export { invert, reconstruct, methodNames } from './inversion';
+export type { InversionResult, InvertOptions, MethodName, Progress, ProgressCallback, ReconstructOptions } from './inversion';
+export { alphaBars, makeSchedule, samplingTimesteps, ddimWeights } from './schedule';
+export type { Schedule, SchedulerConfig, Transition } from './schedule';
 
 /** A LibTorch tensor on a device; see Tensor.fromArray, Tensor.randn, Tensor.weightedSum, Tensor.cat. */
 export const Tensor = addon.Tensor;
@@ -13,3 +19,5 @@ export const capabilities = () => addon.capabilities();
 export const synchronize = (device: string = 'cpu') => addon.synchronize(device);
 /** Returns cached, unused CUDA memory to the driver. */
 export const emptyCache = () => addon.emptyCache();
+/** Tensor handles not yet disposed in this JS environment: a leak check. */
+export const liveTensors = () => addon.liveTensors();

@@ -13,3 +13,7 @@ export type {
 } from '../binding';
 
 export const addon = loadAddon();
+
+export function isTensor(value: unknown): value is import('../binding').Tensor {
+  return value instanceof (addon.Tensor as unknown as abstract new () => unknown);
+}

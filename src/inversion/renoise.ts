@@ -1,0 +1,58 @@
+import { addon, type Tensor } from '../native';
+import type { InversionMethod } from './method';
+
+export interface ReNoiseOptions {
+  /** Renoising iterations per step: eps re-evaluated at the current estimate of z_t, K + 1 estimates in all. */
+  iterations: number;
+  /** Iterations [from, to) whose noise estimates are averaged into the step's final noise. */
+  average: [number, number];
+  /** Noise regularisation (ReNoise's defaults: lambdaAc 20, lambdaKl 0.065, 4 steps, 5 rolls); null turns it off. */
+  regularization: { lambdaAc: number; lambdaKl: number; steps: number; rolls: number } | null;
+  /** Seed of the noise that makes the regularisation's target, eps(sqrt(a_t) z0 + sqrt(1 - a_t) noise, t). */
+  seed: number;
+}
+
+/**
+ * ReNoise (Garibi et al. 2024): at each step, iterate z_t^(k+1) = DDIM(z_s -> t, eps(z_t^(k), t)) from
+ * z_t^(0)'s noise eps(z_s, t); average the estimates in the window, optionally regularised, for the final step.
+ */
+export const renoise: InversionMethod<ReNoiseOptions> = async (run, z0, steps, options) => {
+  const { iterations, average: [from, to], regularization, seed } = options;
+  const noise = regularization && run.own(await addon.Tensor.randn(z0.shape, { seed, device: z0.device, dtype: z0.dtype }));
+  let z = z0;
+  for (const step of steps) {
+    let target: Tensor | undefined;
+    if (noise) {
+      const forward = await run.combine([z0, noise], [Math.sqrt(step.to), Math.sqrt(1 - step.to)]);
+      target = await run.eps(forward, step.timestep);
+      run.free(forward);
+    }
+    const regularize = async (eps: Tensor) =>
+      regularization && target ? run.own(await addon.regularizeNoise(eps, target, { ...regularization, seed })) : eps;
+    const averaged: Tensor[] = [];
+    let estimate = z;
+    for (let k = 0; k <= iterations; k++) {
+      const eps = await run.eps(estimate, step.timestep);
+      if (estimate !== z) run.free(estimate);
+      const inWindow = k >= from && k < to;
+      if (inWindow) averaged.push(eps);
+      if (k === iterations && averaged.length > 0) break; // the averaged noise makes the final estimate
+      const used = k >= from ? await regularize(eps) : eps;
+      estimate = await run.ddim(z, used, step);
+      if (used !== eps) run.free(used);
+      if (!inWindow) run.free(eps);
+    }
+    if (averaged.length > 0) {
+      const mean = await run.combine(averaged, averaged.map(() => 1 / averaged.length));
+      const used = await regularize(mean);
+      estimate = await run.ddim(z, used, step);
+      run.free(mean, used, ...averaged);
+    }
+    if (target) run.free(target);
+    run.free(z);
+    z = estimate;
+    await run.stepDone(step, z);
+  }
+  if (noise) run.free(noise);
+  return { latent: z };
+};

@@ -1,0 +1,100 @@
+// What every inversion method and the reconstruction share: the noise model with its call count, the one DDIM
+// step, the progress report, the abort check, and the bookkeeping that frees every intermediate tensor.
+import type { Condition, Model } from '../model';
+import { addon, type Tensor } from '../native';
+import { ddimWeights, type Transition } from '../schedule';
+
+export interface Progress {
+  method: string;
+  phase: 'invert' | 'reconstruct';
+  /** Steps done so far (1..steps). */
+  step: number;
+  steps: number;
+  timestep: number;
+  unetCalls: number;
+  seconds: number;
+  /** The latent after this step, borrowed: valid until the callback (or the promise it returns) ends. */
+  latent: Tensor;
+}
+
+/** Called after every step; the run waits for a returned promise before it goes on. */
+export type ProgressCallback = (progress: Progress) => void | Promise<void>;
+
+export class Run {
+  unetCalls = 0;
+  private readonly started = performance.now();
+  private readonly owned = new Set<Tensor>();
+
+  constructor(
+    private readonly model: Model,
+    private readonly condition: Condition,
+    readonly method: string,
+    readonly phase: Progress['phase'],
+    readonly steps: number,
+    private readonly onProgress?: ProgressCallback,
+    private readonly signal?: AbortSignal,
+  ) {}
+
+  /** eps(z, t): one UNet call (both guidance halves in one batch). */
+  async eps(z: Tensor, timestep: number): Promise<Tensor> {
+    this.unetCalls++;
+    return this.own(await this.model.predictNoise(z, timestep, this.condition));
+  }
+
+  /** The DDIM step from the transition's `from` level to its `to` level with noise eps. */
+  async ddim(z: Tensor, eps: Tensor, transition: Transition): Promise<Tensor> {
+    return this.combine([z, eps], ddimWeights(transition.from, transition.to));
+  }
+
+  /** sum_i weights[i] tensors[i] on the device. */
+  async combine(tensors: Tensor[], weights: number[]): Promise<Tensor> {
+    return this.own(await addon.Tensor.weightedSum(tensors, weights));
+  }
+
+  /** Takes charge of a tensor: it is freed with the run unless it is part of the result. */
+  own<T extends Tensor>(tensor: T): T {
+    this.owned.add(tensor);
+    return tensor;
+  }
+
+  /** Frees intermediates now, to keep memory flat over long runs. */
+  free(...tensors: Tensor[]): void {
+    for (const tensor of tensors) {
+      if (this.owned.delete(tensor)) tensor.dispose();
+    }
+  }
+
+  /** Reports a finished step and stops the run here if it was aborted. */
+  async stepDone(transition: Transition, latent: Tensor): Promise<void> {
+    await this.onProgress?.({
+      method: this.method,
+      phase: this.phase,
+      step: transition.index + 1,
+      steps: this.steps,
+      timestep: transition.timestep,
+      unetCalls: this.unetCalls,
+      seconds: this.seconds(),
+      latent,
+    });
+    this.throwIfAborted(transition.index + 1);
+  }
+
+  throwIfAborted(done: number): void {
+    if (this.signal?.aborted) {
+      const error = new Error(`easyinv: ${this.method} ${this.phase === 'invert' ? 'inversion' : 'reconstruction'} ` +
+        `aborted after ${done} of ${this.steps} steps`);
+      error.name = 'AbortError';
+      throw error;
+    }
+  }
+
+  seconds(): number {
+    return (performance.now() - this.started) / 1000;
+  }
+
+  /** Frees everything the run made except `keep`. */
+  finish(keep: Tensor[]): void {
+    for (const tensor of keep) this.owned.delete(tensor);
+    this.free(...this.owned);
+  }
+}
