@@ -18,7 +18,9 @@ export interface ReNoiseOptions {
  */
 export const renoise: InversionMethod<ReNoiseOptions> = async (run, z0, steps, options) => {
   const { iterations, average: [from, to], regularization, seed } = options;
-  const noise = regularization && run.own(await addon.Tensor.randn(z0.shape, { seed, device: z0.device, dtype: z0.dtype }));
+  // One noise for every sample (broadcast), so that a batch gets what its samples get one by one.
+  const noise = regularization &&
+    run.own(await addon.Tensor.randn([1, ...z0.shape.slice(1)], { seed, device: z0.device, dtype: z0.dtype }));
   let z = z0;
   for (const step of steps) {
     let target: Tensor | undefined;
@@ -49,10 +51,11 @@ export const renoise: InversionMethod<ReNoiseOptions> = async (run, z0, steps, o
       run.free(mean, used, ...averaged);
     }
     if (target) run.free(target);
-    run.free(z);
+    if (z !== z0) run.free(z); // z0 makes every step's regularisation target
     z = estimate;
     await run.stepDone(step, z);
   }
   if (noise) run.free(noise);
+  run.free(z0);
   return { latent: z };
 };

@@ -1,0 +1,226 @@
+import * as path from 'path';
+
+import { addon } from '../src/native';
+import { invert, liveTensors, loadModel, methodNames, Model, reconstruct, Tensor, type InvertOptions } from '../src';
+import { maxAbsDifference } from './helpers';
+
+const reference = require('./fixtures/reference-inversion.json');
+const bundle = (name: string) => path.join(__dirname, '..', 'weights', name);
+const noRegularization: InvertOptions = { regularization: false };
+
+async function relativeError(a: Tensor, b: Tensor): Promise<number> {
+  const difference = await Tensor.weightedSum([a, b], [1, -1]);
+  const error = (await difference.norm()) / (await b.norm());
+  difference.dispose();
+  return error;
+}
+
+describe.each(['analytic-gaussian', 'analytic-mixture'])('inversion on %s', (name) => {
+  let model: Model;
+  let z0: Tensor;
+  const fixture = reference.bundles[name];
+
+  beforeAll(async () => {
+    model = await loadModel(bundle(name));
+    z0 = Tensor.fromArray(fixture.z0, fixture.shape);
+  });
+
+  test.each(Object.keys(fixture.cases))('%s matches the independent Python reference to 1e-5', async (label) => {
+    const { steps, latent, reconstruction } = fixture.cases[label];
+    const method = label.replace(/-\d+$/, '') as InvertOptions['method'];
+    const inverted = await invert(model, z0, { method, steps, iterations: 5 });
+    expect(maxAbsDifference(await inverted.latent.toArray(), latent)).toBeLessThan(1e-5);
+    const back = await reconstruct(model, inverted.latent, { steps });
+    expect(maxAbsDifference(await back.toArray(), reconstruction)).toBeLessThan(1e-5);
+  });
+
+  test('DDIM reconstruction error falls as N grows (10, 20, 50, 100)', async () => {
+    const errors: number[] = [];
+    for (const steps of [10, 20, 50, 100]) {
+      const inverted = await invert(model, z0, { method: 'ddim', steps });
+      errors.push(await relativeError(await reconstruct(model, inverted.latent, { steps }), z0));
+    }
+    for (let i = 1; i < errors.length; i++) expect(errors[i]).toBeLessThan(errors[i - 1]);
+    expect(errors[3]).toBeLessThan(errors[0] / 3);
+  });
+
+  test('fixed-point at N = 20 beats DDIM at N = 20 by a clear factor', async () => {
+    const error = async (method: 'ddim' | 'fixed-point') => {
+      const inverted = await invert(model, z0, { method, steps: 20 });
+      return relativeError(await reconstruct(model, inverted.latent, { steps: 20 }), z0);
+    };
+    expect(await error('fixed-point')).toBeLessThan((await error('ddim')) / 10);
+  });
+
+  test('renoise reconstructs better than DDIM at the same N', async () => {
+    const error = async (options: InvertOptions) => {
+      const inverted = await invert(model, z0, { steps: 20, ...options });
+      return relativeError(await reconstruct(model, inverted.latent, { steps: 20 }), z0);
+    };
+    expect(await error({ method: 'renoise', ...noRegularization })).toBeLessThan((await error({ method: 'ddim' })) / 5);
+  });
+
+  test('direct reconstructs exactly (within 1e-4 relative) with its stored offsets', async () => {
+    const inverted = await invert(model, z0, { method: 'direct', steps: 50 });
+    expect(inverted.offsets).toHaveLength(50);
+    expect(inverted.unetCalls).toBe(100);
+    const back = await reconstruct(model, inverted.latent, { steps: 50, offsets: inverted.offsets });
+    expect(await relativeError(back, z0)).toBeLessThan(1e-4);
+    const withoutOffsets = await reconstruct(model, inverted.latent, { steps: 50 });
+    expect(await relativeError(withoutOffsets, z0)).toBeGreaterThan(1e-3);
+  });
+});
+
+describe('inversion behaviour', () => {
+  let model: Model;
+  let z0: Tensor;
+  beforeAll(async () => {
+    model = await loadModel(bundle('analytic-mixture'));
+    const fixture = reference.bundles['analytic-mixture'];
+    z0 = Tensor.fromArray(fixture.z0, fixture.shape);
+  });
+
+  test('EasyInv blends at exactly the window steps i = 3..12 at N = 50 and makes N UNet calls', async () => {
+    const latents: Float32Array[] = [];
+    const inverted = await invert(model, z0, {
+      method: 'easyinv', steps: 50, eta: 0,
+      onProgress: async ({ latent }) => void latents.push((await latent.toArray()) as Float32Array),
+    });
+    expect(inverted.unetCalls).toBe(50);
+    expect(latents).toHaveLength(50);
+    // with eta = 0 a blended step keeps the latent it started from, bit for bit
+    const unchanged = latents.flatMap((latent, i) => (i > 0 && maxAbsDifference(latent, latents[i - 1]) === 0 ? [i] : []));
+    expect(unchanged).toEqual([3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+  });
+
+  test('EasyInv with eta = 1 is DDIM inversion', async () => {
+    const easy = await invert(model, z0, { method: 'easyinv', steps: 20, eta: 1 });
+    const plain = await invert(model, z0, { method: 'ddim', steps: 20 });
+    expect(maxAbsDifference(await easy.latent.toArray(), await plain.latent.toArray())).toBe(0);
+  });
+
+  test.each([
+    [{ method: 'ddim', steps: 10 }, 10],
+    [{ method: 'fixed-point', steps: 10, iterations: 3 }, 40],
+    [{ method: 'renoise', steps: 10, iterations: 2, ...noRegularization }, 30],
+    [{ method: 'renoise', steps: 10, iterations: 2 }, 40],
+  ] as [InvertOptions, number][])('%j reports the UNet calls it really made', async (options, calls) => {
+    const spy = jest.spyOn(model.unet, 'forward');
+    const inverted = await invert(model, z0, options);
+    expect(inverted.unetCalls).toBe(spy.mock.calls.length);
+    expect(inverted.unetCalls).toBe(calls);
+    spy.mockRestore();
+  });
+
+  test('guidance 7.5 makes one batched UNet call per step on [uncond; cond]', async () => {
+    const forward = model.unet.forward.bind(model.unet);
+    const shapes: number[][][] = [];
+    const spy = jest.spyOn(model.unet, 'forward').mockImplementation((...inputs) => {
+      shapes.push(inputs.map((input) => input.shape));
+      return forward(...inputs);
+    });
+    const guided = await invert(model, z0, { method: 'ddim', steps: 10, guidance: 7.5 });
+    spy.mockRestore();
+    expect(guided.unetCalls).toBe(10);
+    expect(shapes).toEqual(Array(10).fill([[4, 4, 8, 8], [4], [4, 77, 8]]));
+    // the empty prompt's condition equals the unconditional one, so guidance cannot change the noise
+    const plain = await invert(model, z0, { method: 'ddim', steps: 10 });
+    expect(maxAbsDifference(await guided.latent.toArray(), await plain.latent.toArray())).toBeLessThan(1e-5);
+  });
+
+  test.each(methodNames)('%s: a batch of 4 equals four single runs', async (method) => {
+    const batch = await Tensor.cat([z0, z0]);
+    const inverted = await invert(model, batch, { method, steps: 10, iterations: 2 });
+    expect(inverted.latent.shape).toEqual([4, 4, 8, 8]);
+    const parts = await inverted.latent.split([1, 1, 1, 1]);
+    const singles = await z0.split([1, 1]);
+    for (let i = 0; i < 4; i++) {
+      const single = await invert(model, singles[i % 2], { method, steps: 10, iterations: 2 });
+      expect(maxAbsDifference(await parts[i].toArray(), await single.latent.toArray())).toBeLessThan(1e-5);
+    }
+  });
+
+  test('progress has the same shape for every method and counts the steps', async () => {
+    for (const method of methodNames) {
+      const seen: unknown[] = [];
+      await invert(model, z0, {
+        method, steps: 4, ...noRegularization,
+        onProgress: ({ latent, seconds, unetCalls, ...rest }) => {
+          expect(latent.shape).toEqual([2, 4, 8, 8]);
+          expect(seconds).toBeGreaterThanOrEqual(0);
+          expect(unetCalls).toBeGreaterThan(0);
+          seen.push(rest);
+        },
+      });
+      expect(seen).toEqual([1, 2, 3, 4].map((step, i) => ({
+        method, phase: 'invert', step, steps: 4, timestep: [1, 251, 501, 751][i],
+      })));
+    }
+  });
+
+  test('an abort mid-way rejects between steps and leaves no tensors behind', async () => {
+    for (const method of methodNames) {
+      const before = liveTensors();
+      const controller = new AbortController();
+      const run = invert(model, z0, {
+        method, steps: 20, signal: controller.signal,
+        onProgress: ({ step }) => void (step === 5 && controller.abort()),
+      });
+      await expect(run).rejects.toThrow(`easyinv: ${method} inversion aborted after 5 of 20 steps`);
+      await expect(run).rejects.toMatchObject({ name: 'AbortError' });
+      expect(liveTensors()).toBe(before);
+    }
+  });
+
+  test('a finished inversion and reconstruction leave only their results', async () => {
+    const before = liveTensors();
+    const inverted = await invert(model, z0, { method: 'direct', steps: 10 });
+    expect(liveTensors()).toBe(before + 11);
+    const back = await reconstruct(model, inverted.latent, { steps: 10, offsets: inverted.offsets });
+    expect(liveTensors()).toBe(before + 12);
+    inverted.dispose();
+    back.dispose();
+    expect(liveTensors()).toBe(before);
+  });
+
+  test('bad options are clear errors', async () => {
+    await expect(invert(model, z0, { method: 'magic' as never })).rejects.toThrow(/unknown method "magic": use one of ddim, easyinv/);
+    await expect(invert(model, z0, { steps: 0 })).rejects.toThrow('steps must be an integer >= 1, not 0');
+    await expect(invert(model, z0, { eta: 1.5 })).rejects.toThrow('eta must be a number in [0, 1], not 1.5');
+    await expect(invert(model, z0, { eta: -0.1 })).rejects.toThrow('eta must be a number in [0, 1]');
+    await expect(invert(model, z0, { window: [0.1, 1.2] })).rejects.toThrow('window[1] must be a number in [0, 1], not 1.2');
+    await expect(invert(model, z0, { window: [0.5, 0.2] })).rejects.toThrow('window start 0.5 is after its end 0.2');
+    await expect(invert(model, z0, { guidance: -1 })).rejects.toThrow('guidance must be a number >= 0, not -1');
+    await expect(invert(model, z0, { method: 'fixed-point', iterations: -1 })).rejects.toThrow('iterations must be an integer >= 0');
+    await expect(invert(model, {} as never)).rejects.toThrow('the latent must be a Tensor');
+    await expect(invert(model, Tensor.fromArray(new Float32Array(16), [1, 4, 2, 2]))).rejects.toThrow('the latent must have shape [B, 4, 8, 8] for this model, not [1, 4, 2, 2]');
+    await expect(invert(model, z0, { prompt: 'a cat' })).rejects.toThrow(/has no text encoder, so it takes no prompt/);
+    await expect(reconstruct(model, z0, { steps: 10, offsets: [] })).rejects.toThrow('offsets has 0 entries but there are 10 steps');
+  });
+});
+
+describe('ReNoise noise regularisation', () => {
+  const { shape, eps, target, result } = reference.regularization;
+  const settings = { lambdaAc: 20, lambdaKl: 0.065, steps: 4, rolls: 5, seed: 0 };
+
+  test('matches the ReNoise authors\' formulation run in PyTorch', async () => {
+    const regular = await addon.regularizeNoise(Tensor.fromArray(eps, shape), Tensor.fromArray(target, shape), settings);
+    expect(maxAbsDifference(await regular.toArray(), result)).toBeLessThan(1e-4);
+  });
+
+  test('it lowers the noise\'s correlation with its shifted self', async () => {
+    const correlation = (values: ArrayLike<number>) => {
+      let sum = 0;
+      for (let i = 0; i < values.length; i++) sum += values[i] * values[i % 16 === 0 ? i + 15 : i - 1];
+      return Math.abs(sum / values.length);
+    };
+    const regular = await addon.regularizeNoise(Tensor.fromArray(eps, shape), Tensor.fromArray(target, shape), settings);
+    expect(correlation(await regular.toArray())).toBeLessThan(correlation(eps) / 2);
+  });
+
+  test('bad input is a clear error', async () => {
+    expect(() => addon.regularizeNoise(Tensor.fromArray(eps, shape), Tensor.fromArray([1], [1]), settings)).toThrow(/same shape/);
+    expect(() => addon.regularizeNoise(Tensor.fromArray(eps, shape), Tensor.fromArray(target, shape), { ...settings, steps: -1 }))
+      .toThrow('regularizeNoise option steps must be a non-negative number');
+  });
+});

@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""An independent reference for the inversion engine: the schedule, DDIM inversion, EasyInv, fixed-point iteration
+and DDIM reconstruction written directly in PyTorch over the analytic bundles' TorchScript files (as diffusers'
+DDIMScheduler / DDIMInverseScheduler and prompt-to-prompt's next_step define them). Its outputs are committed as
+test/fixtures/reference-inversion.json. Run with Debian's python3-torch: /usr/bin/python3 weights/reference_inversion.py
+"""
+import json
+import os
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "..", "test", "fixtures", "reference-inversion.json")
+
+
+def alphas_cumprod() -> torch.Tensor:
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+ALPHAS = alphas_cumprod()
+FINAL = float(ALPHAS[0])  # set_alpha_to_one = False
+
+
+def alpha(t: int) -> float:
+    return float(ALPHAS[t]) if t >= 0 else FINAL
+
+
+def timesteps(n: int) -> list:
+    ratio = 1000 // n
+    return [i * ratio + 1 for i in range(n)][::-1]  # 'leading', steps_offset 1
+
+
+def move(x, eps, a_from: float, a_to: float):
+    x0 = (x - (1 - a_from) ** 0.5 * eps) / a_from ** 0.5
+    return a_to ** 0.5 * x0 + (1 - a_to) ** 0.5 * eps
+
+
+def unet_eps(unet, z, t: int):
+    batch = z.shape[0]
+    return unet(z, torch.full((batch,), t, dtype=torch.int64), torch.zeros(batch, 77, 8))
+
+
+def ddim_invert(unet, z0, n: int, blend=None, fixed_point_iterations: int = 0):
+    ratio = 1000 // n
+    z = z0
+    for i, t in enumerate(reversed(timesteps(n))):
+        a_s, a_t = alpha(t - ratio), alpha(t)
+        eps = unet_eps(unet, z, t)
+        new = move(z, eps, a_s, a_t)
+        for _ in range(fixed_point_iterations):
+            eps_next = unet_eps(unet, new, t)
+            new = move(z, 0.5 * eps_next + 0.5 * eps, a_s, a_t)
+            eps = eps_next
+        if blend is not None:
+            eta, start, end = blend
+            if i > 0 and start * n < i < end * n:
+                new = eta * new + (1 - eta) * z
+        z = new
+    return z
+
+
+def ddim_sample(unet, z, n: int):
+    ratio = 1000 // n
+    for t in timesteps(n):
+        z = move(z, unet_eps(unet, z, t), alpha(t), alpha(t - ratio))
+    return z
+
+
+def in_distribution_samples(unet, name: str):
+    """Two clean latents drawn from the bundle's own data distribution (mixture: components 0 and 1)."""
+    noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    if name == "analytic-gaussian":
+        return unet.mu[None] + 0.5 * noise
+    return unet.mus[:2] + unet.variances[:2].sqrt()[:, None, None, None] * noise
+
+
+def auto_correlation_loss(x, generator):
+    loss = 0.0
+    for channel in range(x.shape[1]):
+        noise = x[:, channel:channel + 1]
+        while True:
+            shift = int(torch.randint(0, noise.shape[2] // 2, (1,), generator=generator))
+            loss = loss + (noise * torch.roll(noise, shift, 2)).mean() ** 2 + (noise * torch.roll(noise, shift, 3)).mean() ** 2
+            if noise.shape[2] <= 8:
+                break
+            noise = torch.nn.functional.avg_pool2d(noise, 2)
+    return loss
+
+
+def patch_kl_loss(x, y):
+    def patches(v):
+        return v.unfold(1, 4, 4).unfold(2, 4, 4).unfold(3, 4, 4).contiguous().view(-1, 4, 16)
+    x, y = patches(x), patches(y)
+    mean_x, mean_y, var_x, var_y = x.mean(-1), y.mean(-1), x.var(-1), y.var(-1)
+    kl = torch.log((var_y + 1e-6) / (var_x + 1e-6)) + (var_x + (mean_x - mean_y) ** 2) / (var_y + 1e-6) - 1
+    return kl.abs().sum()
+
+
+def regularize(eps, target, lambda_ac=20.0, lambda_kl=0.065, steps=4, rolls=5, seed=0):
+    """ReNoise's noise regularisation, one sample, as its authors' code defines it."""
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        variable = eps.detach().clone().requires_grad_(True)
+        grad, = torch.autograd.grad(patch_kl_loss(variable, target), variable)
+        eps = eps - lambda_kl * grad.clamp(-100, 100)
+        for _ in range(rolls):
+            variable = eps.detach().clone().requires_grad_(True)
+            grad, = torch.autograd.grad(auto_correlation_loss(variable, generator), variable)
+            eps = eps - lambda_ac * grad / rolls
+    return eps.detach()
+
+
+def flat(tensor) -> list:
+    return [round(v, 8) for v in tensor.flatten().tolist()]
+
+
+def main() -> None:
+    fixture = {"alpha_bar": {str(t): float(ALPHAS[t]) for t in (0, 1, 900, 950, 981, 999)}, "bundles": {}}
+    for name in ("analytic-gaussian", "analytic-mixture"):
+        unet = torch.jit.load(os.path.join(HERE, name, "unet.pt"))
+        z0 = in_distribution_samples(unet, name)
+        cases = {
+            "ddim-10": (10, {}),
+            "ddim-50": (50, {}),
+            "easyinv-50": (50, {"blend": (0.5, 0.05, 0.25)}),
+            "fixed-point-20": (20, {"fixed_point_iterations": 5}),
+        }
+        results = {}
+        with torch.no_grad():
+            for case, (n, options) in cases.items():
+                z_t = ddim_invert(unet, z0, n, **options)
+                results[case] = {"steps": n, "latent": flat(z_t), "reconstruction": flat(ddim_sample(unet, z_t, n))}
+        fixture["bundles"][name] = {"z0": flat(z0), "shape": list(z0.shape), "cases": results}
+    eps = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(8))
+    eps = eps + 0.8 * torch.roll(eps, 1, 3)  # correlated, so that the regularisation has work to do
+    target = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(9))
+    fixture["regularization"] = {"shape": [1, 4, 16, 16], "eps": flat(eps), "target": flat(target),
+                                 "result": flat(regularize(eps, target))}
+    with open(OUT, "w") as file:
+        json.dump(fixture, file)
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
