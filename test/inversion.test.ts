@@ -2,7 +2,7 @@ import * as path from 'path';
 
 import { addon } from '../src/native';
 import { invert, liveTensors, loadModel, methodNames, Model, reconstruct, Tensor, type InvertOptions } from '../src';
-import { maxAbsDifference } from './helpers';
+import { maxAbsDifference, settledLiveTensors } from './helpers';
 
 const reference = require('./fixtures/reference-inversion.json');
 const bundle = (name: string) => path.join(__dirname, '..', 'weights', name);
@@ -160,7 +160,7 @@ describe('inversion behaviour', () => {
 
   test('an abort mid-way rejects between steps and leaves no tensors behind', async () => {
     for (const method of methodNames) {
-      const before = liveTensors();
+      const before = await settledLiveTensors();
       const controller = new AbortController();
       const run = invert(model, z0, {
         method, steps: 20, signal: controller.signal,
@@ -173,7 +173,7 @@ describe('inversion behaviour', () => {
   });
 
   test('a finished inversion and reconstruction leave only their results', async () => {
-    const before = liveTensors();
+    const before = await settledLiveTensors();
     const inverted = await invert(model, z0, { method: 'direct', steps: 10 });
     expect(liveTensors()).toBe(before + 11);
     const back = await reconstruct(model, inverted.latent, { steps: 10, offsets: inverted.offsets });

@@ -1,3 +1,4 @@
+import { ddimWeights } from '../schedule';
 import type { InversionMethod } from './method';
 
 export interface EasyInvOptions {
@@ -17,12 +18,10 @@ export const easyinv: InversionMethod<EasyInvOptions> = async (run, z0, steps, {
   for (const step of steps) {
     const i = step.index;
     const eps = await run.eps(z, step.timestep);
-    let next = await run.ddim(z, eps, step);
-    if (i > 0 && i > start * n && i < end * n) {
-      const blended = await run.combine([next, z], [eta, 1 - eta]);
-      run.free(next);
-      next = blended;
-    }
+    const [a, b] = ddimWeights(step.from, step.to);
+    const blend = i > 0 && i > start * n && i < end * n ? eta : 1;
+    // eta DDIM(z_{i-1}, eps) + (1 - eta) z_{i-1} is one combination of z_{i-1} and eps: the blend costs nothing
+    const next = await run.combine([z, eps], [blend * a + (1 - blend), blend * b]);
     run.free(z, eps);
     z = next;
     await run.stepDone(step, z);
