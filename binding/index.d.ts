@@ -26,6 +26,10 @@ export interface Tensor {
   to(placement: Placement): Promise<Tensor>;
   /** this + weight * (end - this) */
   lerp(end: Tensor, weight: number): Promise<Tensor>;
+  /** this * scale + shift */
+  affine(scale: number, shift: number): Promise<Tensor>;
+  /** Each element limited to [min, max]. */
+  clamp(min: number, max: number): Promise<Tensor>;
   /** Views along the batch axis (dim 0). */
   split(sizes: number[]): Promise<Tensor[]>;
   mean(): Promise<number>;
@@ -43,8 +47,8 @@ export interface TensorClass {
   randn(shape: number[], options: Placement & { seed: number }): Promise<Tensor>;
   /** sum_i weights[i] * tensors[i], in one call, in the promoted dtype of the inputs. */
   weightedSum(tensors: Tensor[], weights: number[]): Promise<Tensor>;
-  /** Concatenation along the batch axis (dim 0). */
-  cat(tensors: Tensor[]): Promise<Tensor>;
+  /** Concatenation along `dim` (default 0, the batch axis; negative counts from the end). */
+  cat(tensors: Tensor[], dim?: number): Promise<Tensor>;
 }
 
 export type ModuleOutput = Tensor | number | boolean | string | null | ModuleOutput[] | { [key: string]: ModuleOutput };

@@ -119,6 +119,8 @@ Napi::Function TensorWrap::Define(Napi::Env env) {
                          InstanceMethod<&TensorWrap::ToArray>("toArray"),
                          InstanceMethod<&TensorWrap::To>("to"),
                          InstanceMethod<&TensorWrap::Lerp>("lerp"),
+                         InstanceMethod<&TensorWrap::Affine>("affine"),
+                         InstanceMethod<&TensorWrap::Clamp>("clamp"),
                          InstanceMethod<&TensorWrap::Split>("split"),
                          InstanceMethod<&TensorWrap::Mean>("mean"),
                          InstanceMethod<&TensorWrap::Std>("std"),
@@ -218,7 +220,8 @@ Napi::Value TensorWrap::WeightedSum(const Napi::CallbackInfo& info) {
 
 Napi::Value TensorWrap::Cat(const Napi::CallbackInfo& info) {
   std::vector<at::Tensor> tensors = TensorListArg(info, 0, "tensors");
-  return Schedule(info.Env(), tensors[0].device(), "Tensor.cat", [tensors] { return at::cat(tensors, 0); },
+  int64_t dim = info[1].IsUndefined() ? 0 : static_cast<int64_t>(NumberArg(info, 1, "dim"));
+  return Schedule(info.Env(), tensors[0].device(), "Tensor.cat", [tensors, dim] { return at::cat(tensors, dim); },
                   TensorValue);
 }
 
@@ -266,6 +269,20 @@ Napi::Value TensorWrap::Lerp(const Napi::CallbackInfo& info) {
   double weight = NumberArg(info, 1, "weight");
   return Schedule(info.Env(), start.device(), "Tensor.lerp",
                   [start, end, weight] { return at::lerp(start, end, weight); }, TensorValue);
+}
+
+Napi::Value TensorWrap::Affine(const Napi::CallbackInfo& info) {
+  at::Tensor tensor = Live(info.Env());
+  double scale = NumberArg(info, 0, "scale"), shift = NumberArg(info, 1, "shift");
+  return Schedule(info.Env(), tensor.device(), "Tensor.affine",
+                  [tensor, scale, shift] { return tensor * scale + shift; }, TensorValue);
+}
+
+Napi::Value TensorWrap::Clamp(const Napi::CallbackInfo& info) {
+  at::Tensor tensor = Live(info.Env());
+  double min = NumberArg(info, 0, "min"), max = NumberArg(info, 1, "max");
+  return Schedule(info.Env(), tensor.device(), "Tensor.clamp",
+                  [tensor, min, max] { return at::clamp(tensor, min, max); }, TensorValue);
 }
 
 Napi::Value TensorWrap::Split(const Napi::CallbackInfo& info) {

@@ -31,6 +31,8 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   Napi::Value ToArray(const Napi::CallbackInfo& info);
   Napi::Value To(const Napi::CallbackInfo& info);
   Napi::Value Lerp(const Napi::CallbackInfo& info);
+  Napi::Value Affine(const Napi::CallbackInfo& info);
+  Napi::Value Clamp(const Napi::CallbackInfo& info);
   Napi::Value Split(const Napi::CallbackInfo& info);
   Napi::Value Mean(const Napi::CallbackInfo& info);
   Napi::Value Std(const Napi::CallbackInfo& info);

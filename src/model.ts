@@ -3,9 +3,11 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
+import { readImage, type Fit } from './image';
 import { loadModule, Module } from './module';
-import { addon, type Dtype, type Tensor } from './native';
+import { addon, isTensor, type Dtype, type Tensor } from './native';
 import type { SchedulerConfig } from './schedule';
+import { loadTokenizer, type ClipTokenizer } from './tokenizer';
 
 export type Family = 'sd1' | 'sdxl' | 'test';
 
@@ -28,11 +30,24 @@ export interface ModelOptions {
   dtype?: 'float32' | 'float16';
 }
 
-/** The UNet's conditioning for a batch: the text states [B, 77, D], or [uncond; cond] stacked when guidance != 1. */
+/**
+ * The UNet's conditioning for a batch: the text states [B, 77, D] (SDXL: also the pooled text embeddings [B, P] and
+ * time_ids [B, 6]), with [uncond; cond] stacked on the batch axis when guidance != 1.
+ */
 export interface Condition {
   guidance: number;
   states: Tensor;
+  textEmbeds?: Tensor;
+  timeIds?: Tensor;
 }
+
+/** One prompt's text encoding: states [1, 77, D]; SDXL also the pooled embedding [1, P]. */
+export interface PromptEncoding {
+  states: Tensor;
+  pooled?: Tensor;
+}
+
+const disposeAll = (tensors: (Tensor | undefined)[]) => tensors.forEach((t) => t?.dispose());
 
 function bundleError(dir: string, problem: string): Error {
   return new Error(`easyinv: the bundle at ${dir} ${problem}`);
@@ -60,14 +75,28 @@ export function readManifest(dir: string): Manifest {
   return manifest;
 }
 
+interface Parts {
+  unet: Module;
+  vaeEncoder?: Module;
+  vaeDecoder?: Module;
+  textEncoders: Module[];
+  tokenizers: ClipTokenizer[];
+}
+
 export class Model {
+  readonly unet: Module;
+  private readonly parts: Parts;
+
   private constructor(
     readonly dir: string,
     readonly manifest: Manifest,
     readonly device: string,
     readonly dtype: Dtype,
-    readonly unet: Module,
-  ) {}
+    parts: Parts,
+  ) {
+    this.unet = parts.unet;
+    this.parts = parts;
+  }
 
   static async load(dir: string, options: ModelOptions = {}): Promise<Model> {
     const manifest = readManifest(dir);
@@ -81,8 +110,15 @@ export class Model {
       throw bundleError(dir, `was traced in ${manifest.dtype}, not ${dtype}: export one in ${dtype} ` +
         `(weights/export_sd.py --dtype ${dtype})`);
     }
-    const unet = await loadModule(path.join(dir, manifest.files.unet), { device, dtype });
-    return new Model(dir, manifest, device, unet.dtype, unet);
+    const { files } = manifest;
+    const load = (name?: string) => (name === undefined ? undefined : loadModule(path.join(dir, name), { device, dtype }));
+    const [unet, vaeEncoder, vaeDecoder, ...textEncoders] = await Promise.all([
+      load(files.unet), load(files.vae_encoder), load(files.vae_decoder), load(files.text_encoder), load(files.text_encoder_2),
+    ]);
+    const tokenizers = [files.tokenizer, files.tokenizer_2].flatMap((name) => (name ? [loadTokenizer(path.join(dir, name))] : []));
+    const encoders = textEncoders.filter((m): m is Module => m !== undefined);
+    if (encoders.length > tokenizers.length) throw bundleError(dir, 'has a text encoder without its tokenizer');
+    return new Model(dir, manifest, device, unet!.dtype, { unet: unet!, vaeEncoder, vaeDecoder, textEncoders: encoders, tokenizers });
   }
 
   get family(): Family {
@@ -93,18 +129,103 @@ export class Model {
     return this.manifest.scheduler;
   }
 
-  /** The conditioning for `batch` latents; without a text encoder only the empty prompt exists (zeros). */
-  async condition(prompt: string, negativePrompt: string, batch: number, guidance: number): Promise<Condition> {
-    if ((prompt !== '' || negativePrompt !== '') && this.manifest.files.text_encoder === undefined) {
-      throw bundleError(this.dir, 'has no text encoder, so it takes no prompt: pass prompt \'\'');
+  get resolution(): number {
+    return this.manifest.resolution;
+  }
+
+  /**
+   * Clean latents [B, C, h, w] (scaled by the VAE's scaling factor) of an image file, resized to the bundle's
+   * resolution, or of an image Tensor [B, 3, H, W] in [-1, 1].
+   */
+  async encodeImage(input: string | Tensor, options: { fit?: Fit } = {}): Promise<Tensor> {
+    const encoder = this.parts.vaeEncoder;
+    if (!encoder) throw bundleError(this.dir, 'has no VAE encoder, so it takes latents, not images');
+    const size = this.resolution;
+    let image: Tensor;
+    if (typeof input === 'string') {
+      const pixels = await readImage(input, size, { ...options, device: this.device });
+      image = await pixels.affine(2, -1);
+      pixels.dispose();
+    } else {
+      if (!isTensor(input) || input.shape.length !== 4 || input.shape[1] !== 3 || input.shape[2] !== size || input.shape[3] !== size) {
+        throw new RangeError(`easyinv: an image Tensor for this model has shape [B, 3, ${size}, ${size}] and values in [-1, 1]`);
+      }
+      image = await input.to({ device: this.device, dtype: this.dtype });
     }
+    const typed = await image.to({ dtype: this.dtype });
+    const mean = (await encoder.forward(typed)) as Tensor;
+    const latent = await mean.affine(this.manifest.latent.scaling_factor, 0);
+    disposeAll([image, typed, mean]);
+    return latent;
+  }
+
+  /** Images [B, 3, H, W] in [0, 1] (float32) of latents scaled as encodeImage makes them. */
+  async decode(latents: Tensor): Promise<Tensor> {
+    const decoder = this.parts.vaeDecoder;
+    if (!decoder) throw bundleError(this.dir, 'has no VAE decoder, so it cannot make images');
+    const unscaled = await latents.affine(1 / this.manifest.latent.scaling_factor, 0);
+    const typed = await unscaled.to({ device: this.device, dtype: this.dtype });
+    const decoded = (await decoder.forward(typed)) as Tensor;
+    const shifted = await decoded.affine(0.5, 0.5);
+    const clamped = await shifted.clamp(0, 1);
+    const images = await clamped.to({ dtype: 'float32' });
+    disposeAll([unscaled, typed, decoded, shifted, clamped]);
+    return images;
+  }
+
+  /** The text encoders' output for one prompt (SD-1: last hidden state; SDXL: both penultimate states and pooled). */
+  async encodePrompt(prompt: string): Promise<PromptEncoding> {
+    const { textEncoders, tokenizers } = this.parts;
+    if (typeof prompt !== 'string') throw new TypeError('easyinv: a prompt must be a string');
+    if (textEncoders.length === 0) {
+      if (prompt !== '') throw bundleError(this.dir, 'has no text encoder, so it takes no prompt: pass prompt \'\'');
+      return this.zeroPrompt();
+    }
+    const outputs = await Promise.all(textEncoders.map(async (encoder, i) => {
+      const ids = addon.Tensor.fromArray(tokenizers[i].encode(prompt), [1, 77], { device: this.device, dtype: 'int64' });
+      const output = encoder.forward(ids);
+      ids.dispose();
+      return output;
+    }));
+    if (this.family !== 'sdxl') return { states: outputs[0] as Tensor };
+    const [first, [second, pooled]] = outputs as [Tensor, Tensor[]];
+    const states = await addon.Tensor.cat([first, second], -1);
+    disposeAll([first, second]);
+    return { states, pooled };
+  }
+
+  private zeroPrompt(pooledLike?: Tensor): PromptEncoding {
     const [tokens, width] = this.manifest.cond_shape;
-    const rows = guidance === 1 ? batch : 2 * batch;
-    const states = addon.Tensor.fromArray(new Float32Array(rows * tokens * width), [rows, tokens, width], {
-      device: this.device,
-      dtype: this.dtype,
-    });
-    return { guidance, states };
+    const placement = { device: this.device, dtype: this.dtype };
+    const states = addon.Tensor.fromArray(new Float32Array(tokens * width), [1, tokens, width], placement);
+    if (this.family !== 'sdxl') return { states };
+    const size = pooledLike?.shape[1] ?? Number(this.manifest.pooled_dim ?? 1280);
+    return { states, pooled: addon.Tensor.fromArray(new Float32Array(size), [1, size], placement) };
+  }
+
+  /**
+   * The conditioning for `batch` latents. The negative prompt is the unconditional half; SDXL, as diffusers, uses
+   * zeros for an empty negative prompt.
+   */
+  async condition(prompt: string, negativePrompt: string, batch: number, guidance: number): Promise<Condition> {
+    const cond = await this.encodePrompt(prompt);
+    const uncond = guidance === 1 ? undefined
+      : this.family === 'sdxl' && negativePrompt === '' ? this.zeroPrompt(cond.pooled) : await this.encodePrompt(negativePrompt);
+    const rows = (part: 'states' | 'pooled') => [
+      ...Array<Tensor | undefined>(uncond ? batch : 0).fill(uncond?.[part]),
+      ...Array<Tensor | undefined>(batch).fill(cond[part]),
+    ] as Tensor[];
+    const states = await addon.Tensor.cat(rows('states'));
+    const condition: Condition = { guidance, states };
+    if (this.family === 'sdxl') {
+      condition.textEmbeds = await addon.Tensor.cat(rows('pooled'));
+      const size = this.resolution;
+      const count = rows('states').length;
+      const ids = Array.from({ length: count }, () => [size, size, 0, 0, size, size]).flat(); // original, crop, target
+      condition.timeIds = addon.Tensor.fromArray(ids, [count, 6], { device: this.device, dtype: this.dtype });
+    }
+    disposeAll([cond.states, cond.pooled, uncond?.states, uncond?.pooled]);
+    return condition;
   }
 
   /**
@@ -112,29 +233,30 @@ export class Model {
    * doubled batch [uncond; cond] and eps = eps_u + w (eps_c - eps_u).
    */
   async predictNoise(latents: Tensor, timestep: number, condition: Condition): Promise<Tensor> {
-    const { guidance, states } = condition;
-    if (guidance === 1) return this.unetCall(latents, timestep, states);
+    if (condition.guidance === 1) return this.unetCall(latents, timestep, condition);
     const batch = latents.shape[0];
     const doubled = await addon.Tensor.cat([latents, latents]);
-    const both = await this.unetCall(doubled, timestep, states);
+    const both = await this.unetCall(doubled, timestep, condition);
     const [uncond, cond] = await both.split([batch, batch]);
-    const eps = await addon.Tensor.weightedSum([uncond, cond], [1 - guidance, guidance]);
-    [doubled, both, uncond, cond].forEach((t) => t.dispose());
+    const eps = await addon.Tensor.weightedSum([uncond, cond], [1 - condition.guidance, condition.guidance]);
+    disposeAll([doubled, both, uncond, cond]);
     return eps;
   }
 
-  private async unetCall(latents: Tensor, timestep: number, states: Tensor): Promise<Tensor> {
+  private async unetCall(latents: Tensor, timestep: number, condition: Condition): Promise<Tensor> {
     const batch = latents.shape[0];
     const timesteps = addon.Tensor.fromArray(new BigInt64Array(batch).fill(BigInt(timestep)), [batch], {
       device: this.device,
     });
-    const eps = this.unet.forward(latents, timesteps, states);
+    const added = condition.textEmbeds && condition.timeIds ? [condition.textEmbeds, condition.timeIds] : [];
+    const eps = this.unet.forward(latents, timesteps, condition.states, ...added);
     timesteps.dispose(); // the queued forward keeps its own reference
     return (await eps) as Tensor;
   }
 
   dispose(): void {
-    this.unet.dispose();
+    const { unet, vaeEncoder, vaeDecoder, textEncoders } = this.parts;
+    [unet, vaeEncoder, vaeDecoder, ...textEncoders].forEach((m) => m?.dispose());
   }
 }
 

@@ -5,6 +5,7 @@ import { explain, loadAddon } from '../binding';
 // have exactly these: so the handwritten declarations and the native code cannot drift apart.
 const tensorMembers: Record<keyof Tensor, true> = {
   shape: true, dtype: true, device: true, disposed: true, dispose: true, toArray: true, to: true, lerp: true,
+  affine: true, clamp: true,
   split: true, mean: true, std: true, norm: true,
 };
 const tensorStatics: Record<Exclude<keyof TensorClass, 'prototype'>, true> = {

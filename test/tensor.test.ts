@@ -59,6 +59,20 @@ describe('Tensor', () => {
     expect(Array.from(await (await start.lerp(end, 0.25)).toArray())).toEqual([1, 12.5]);
   });
 
+  test('affine scales and shifts, clamp limits', async () => {
+    const t = Tensor.fromArray([-1, 0, 0.5, 2], [4]);
+    expect(Array.from(await (await t.affine(0.5, 0.5)).toArray())).toEqual([0, 0.5, 0.75, 1.5]);
+    expect(Array.from(await (await t.clamp(0, 1)).toArray())).toEqual([0, 0, 0.5, 1]);
+  });
+
+  test('cat joins along any axis', async () => {
+    const a = Tensor.fromArray([1, 2, 3, 4], [1, 2, 2]);
+    const b = Tensor.fromArray([5, 6], [1, 2, 1]);
+    const joined = await Tensor.cat([a, b], -1);
+    expect(joined.shape).toEqual([1, 2, 3]);
+    expect(Array.from(await joined.toArray())).toEqual([1, 2, 5, 3, 4, 6]);
+  });
+
   test('mean, std (n - 1) and norm agree with direct sums', async () => {
     const values = [3, -1, 4, 1, -5, 9, 2, 6];
     const t = Tensor.fromArray(values, [2, 4]);

@@ -151,7 +151,7 @@ async function runOn<T>(
     run.finish([]);
     throw error;
   } finally {
-    condition.states.dispose();
+    [condition.states, condition.textEmbeds, condition.timeIds].forEach((t) => t?.dispose());
   }
 }
 

@@ -1,0 +1,105 @@
+// Images in and out with sharp: PNG, JPEG and WebP (and whatever else libvips reads) in, PNG out; tensors
+// [B, 3, H, W] with values in [0, 1].
+import * as fs from 'fs';
+import sharp from 'sharp';
+
+import { addon, type Tensor } from './native';
+
+/** 'fill' stretches to a square, as the reference code's resize does; 'cover' crops to the centre square first. */
+export type Fit = 'fill' | 'cover';
+
+const smallestSide = 16;
+
+function imageError(file: string, problem: string): Error {
+  return new Error(`easyinv: cannot read image ${file}: ${problem}`);
+}
+
+/** Reads an image file as an RGB tensor [1, 3, size, size] in [0, 1] on `device`. */
+export async function readImage(file: string, size: number, options: { fit?: Fit; device?: string } = {}): Promise<Tensor> {
+  const { fit = 'fill', device = 'cpu' } = options;
+  if (fit !== 'fill' && fit !== 'cover') throw new RangeError(`easyinv: fit must be 'fill' or 'cover', not ${fit}`);
+  const stat = fs.statSync(file, { throwIfNoEntry: false });
+  if (stat === undefined) throw imageError(file, 'no such file');
+  if (!stat.isFile()) throw imageError(file, 'not a file');
+  if (stat.size === 0) throw imageError(file, 'the file is empty');
+  let pixels: Buffer;
+  try {
+    const image = sharp(file, { failOn: 'truncated' }).rotate(); // EXIF orientation, as the photo is meant to be seen
+    const { width = 0, height = 0 } = await image.metadata();
+    if (Math.min(width, height) < smallestSide) {
+      throw imageError(file, `it is ${width}x${height} pixels; easyinv needs at least ${smallestSide} on each side`);
+    }
+    pixels = await image
+      .removeAlpha() // as PIL's convert('RGB'): the colour channels, alpha dropped
+      .toColourspace('srgb') // grey becomes RGB
+      .resize(size, size, { fit, position: 'centre' })
+      .raw()
+      .toBuffer();
+  } catch (error) {
+    if ((error as Error).message.startsWith('easyinv:')) throw error;
+    throw imageError(file, `${(error as Error).message} (is it a complete PNG, JPEG or WebP file?)`);
+  }
+  const planes = new Float32Array(3 * size * size);
+  for (let i = 0; i < size * size; i++) {
+    for (let c = 0; c < 3; c++) planes[c * size * size + i] = pixels[3 * i + c] / 255;
+  }
+  return addon.Tensor.fromArray(planes, [1, 3, size, size], { device });
+}
+
+/** 8-bit quantisation, as saving to PNG does: round(x * 255) / 255, clamped to [0, 1]. */
+export async function quantize(images: Tensor): Promise<Tensor> {
+  const scaled = await images.affine(255, 0.5);
+  const clamped = await scaled.clamp(0, 255.5);
+  const bytes = await clamped.to({ dtype: 'uint8' });
+  const floats = await bytes.to({ dtype: 'float32' });
+  const result = await floats.affine(1 / 255, 0);
+  [scaled, clamped, bytes, floats].forEach((t) => t.dispose());
+  return result;
+}
+
+/** Interleaved RGB bytes of the first image of `images` [B, 3, H, W] in [0, 1]. */
+async function rgbBytes(images: Tensor): Promise<{ data: Buffer; width: number; height: number }> {
+  const [, channels, height, width] = images.shape;
+  if (images.shape.length !== 4 || channels !== 3) {
+    throw new RangeError(`easyinv: an image tensor has shape [B, 3, H, W], not [${images.shape.join(', ')}]`);
+  }
+  const values = await images.toArray();
+  const plane = width * height;
+  const data = Buffer.alloc(3 * plane);
+  for (let i = 0; i < plane; i++) {
+    for (let c = 0; c < 3; c++) data[3 * i + c] = Math.round(Math.min(1, Math.max(0, values[c * plane + i])) * 255);
+  }
+  return { data, width, height };
+}
+
+/** Writes the first image of `images` ([B, 3, H, W] in [0, 1]) as a PNG file. */
+export async function writeImage(images: Tensor, file: string): Promise<void> {
+  const { data, width, height } = await rgbBytes(images);
+  await sharp(data, { raw: { width, height, channels: 3 } }).png().toFile(file);
+}
+
+/** Side-by-side picture of several images with a caption under each, as a PNG file. */
+export async function writeGrid(tiles: { image: Tensor; label: string }[], file: string): Promise<void> {
+  const pieces = await Promise.all(tiles.map(({ image }) => rgbBytes(image)));
+  const { width, height } = pieces[0];
+  const caption = 24, gap = 4;
+  const composites = await Promise.all(pieces.flatMap(({ data }, i) => [
+    sharp(data, { raw: { width, height, channels: 3 } }).png().toBuffer()
+      .then((input) => ({ input, left: i * (width + gap), top: 0 })),
+    Promise.resolve({
+      input: Buffer.from(
+        `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${caption}">` +
+          `<text x="${width / 2}" y="17" font-family="sans-serif" font-size="14" text-anchor="middle">${escapeXml(tiles[i].label)}</text></svg>`,
+      ),
+      left: i * (width + gap),
+      top: height,
+    }),
+  ]));
+  await sharp({
+    create: { width: tiles.length * (width + gap) - gap, height: height + caption, channels: 3, background: '#ffffff' },
+  }).composite(composites).png().toFile(file);
+}
+
+function escapeXml(text: string): string {
+  return text.replace(/[<>&"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;' })[c] as string);
+}

@@ -1,0 +1,49 @@
+// CLIP's BPE tokenizer (SD-V1-4's and SDXL's text encoders) over @huggingface/tokenizers, read from a tokenizer.json
+// such as weights/clip/tokenizer.json (made by weights/make_tokenizer.py).
+import { readFileSync } from 'fs';
+import { Tokenizer } from '@huggingface/tokenizers';
+
+/** Length of every id sequence the CLIP text encoder takes. */
+export const CONTEXT_LENGTH = 77;
+/** `<|endoftext|>`: ends the prompt and, as in diffusers, also pads it. */
+export const END_OF_TEXT = 49407;
+
+export interface ClipTokenizer {
+  /** Exactly CONTEXT_LENGTH ids: `<|startoftext|>`, the prompt's tokens, `<|endoftext|>`, then END_OF_TEXT padding. */
+  encode(text: string): number[];
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export function loadTokenizer(file: string): ClipTokenizer {
+  let source: string;
+  try {
+    source = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`easyinv: cannot read tokenizer file ${file}: ${message(err)}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(source);
+  } catch (err) {
+    throw new Error(`easyinv: tokenizer file ${file} is not valid JSON: ${message(err)}`);
+  }
+  let tokenizer: Tokenizer;
+  try {
+    // The second argument is tokenizer_config.json, which only matters for decoding and chat templates.
+    tokenizer = new Tokenizer(json as object, {});
+  } catch (err) {
+    throw new Error(`easyinv: tokenizer file ${file} is not a Hugging Face tokenizer.json: ${message(err)}`);
+  }
+  return {
+    encode(text: string): number[] {
+      // The post-processor adds <|startoftext|> and <|endoftext|>; cutting the body rather than the tail keeps
+      // <|endoftext|> last, as diffusers' truncation=True does, because the encoder's pooled output is read there.
+      const ids = tokenizer.encode(text).ids;
+      if (ids.length > CONTEXT_LENGTH) return [...ids.slice(0, CONTEXT_LENGTH - 1), END_OF_TEXT];
+      return ids.concat(new Array<number>(CONTEXT_LENGTH - ids.length).fill(END_OF_TEXT));
+    },
+  };
+}
