@@ -97,6 +97,10 @@ export interface Addon {
    * (weight lambdaKl) and `rolls` auto-correlation gradient steps (weight lambdaAc / rolls), shifts drawn from `seed`.
    */
   regularizeNoise(eps: Tensor, target: Tensor, options: RegularizeOptions): Promise<Tensor>;
+  /** PSNR per image of [B, C, H, W] images in [0, 1]: 10 log10(1 / MSE), in float64. */
+  psnr(a: Tensor, b: Tensor): Promise<number[]>;
+  /** SSIM per image (Gaussian window 11x11, sigma 1.5, K1 0.01, K2 0.03, data range 1, valid region), in float64. */
+  ssim(a: Tensor, b: Tensor): Promise<number[]>;
 }
 
 export interface RegularizeOptions {

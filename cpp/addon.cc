@@ -12,6 +12,7 @@
 #endif
 
 #include "convert.h"
+#include "metrics.h"
 #include "module.h"
 #include "queue.h"
 #include "regularize.h"
@@ -141,6 +142,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("emptyCache", Napi::Function::New(env, EmptyCache, "emptyCache"));
   exports.Set("liveTensors", Napi::Function::New(env, LiveTensors, "liveTensors"));
   exports.Set("regularizeNoise", Napi::Function::New(env, RegularizeNoise, "regularizeNoise"));
+  exports.Set("psnr", Napi::Function::New(env, Psnr, "psnr"));
+  exports.Set("ssim", Napi::Function::New(env, Ssim, "ssim"));
   return exports;
 }
 

@@ -14,36 +14,53 @@ function imageError(file: string, problem: string): Error {
   return new Error(`easyinv: cannot read image ${file}: ${problem}`);
 }
 
-/** Reads an image file as an RGB tensor [1, 3, size, size] in [0, 1] on `device`. */
-export async function readImage(file: string, size: number, options: { fit?: Fit; device?: string } = {}): Promise<Tensor> {
-  const { fit = 'fill', device = 'cpu' } = options;
+export interface ReadOptions {
+  /** Resize to size x size; without it the image keeps its own size. */
+  size?: number;
+  fit?: Fit;
+  device?: string;
+}
+
+/** Reads an image file as an RGB tensor [1, 3, H, W] in [0, 1] on `device`. */
+export async function readImage(file: string, options: ReadOptions = {}): Promise<Tensor> {
+  const { size, fit = 'fill', device = 'cpu' } = options;
   if (fit !== 'fill' && fit !== 'cover') throw new RangeError(`easyinv: fit must be 'fill' or 'cover', not ${fit}`);
   const stat = fs.statSync(file, { throwIfNoEntry: false });
   if (stat === undefined) throw imageError(file, 'no such file');
   if (!stat.isFile()) throw imageError(file, 'not a file');
   if (stat.size === 0) throw imageError(file, 'the file is empty');
   let pixels: Buffer;
+  let width = 0;
+  let height = 0;
   try {
     const image = sharp(file, { failOn: 'truncated' }).rotate(); // EXIF orientation, as the photo is meant to be seen
-    const { width = 0, height = 0 } = await image.metadata();
+    ({ width = 0, height = 0 } = await image.metadata());
     if (Math.min(width, height) < smallestSide) {
       throw imageError(file, `it is ${width}x${height} pixels; easyinv needs at least ${smallestSide} on each side`);
     }
-    pixels = await image
+    const rgb = image
       .removeAlpha() // as PIL's convert('RGB'): the colour channels, alpha dropped
-      .toColourspace('srgb') // grey becomes RGB
-      .resize(size, size, { fit, position: 'centre' })
+      .toColourspace('srgb'); // grey becomes RGB
+    const { data, info } = await (size === undefined ? rgb : rgb.resize(size, size, { fit, position: 'centre' }))
       .raw()
-      .toBuffer();
+      .toBuffer({ resolveWithObject: true });
+    pixels = data;
+    [width, height] = [info.width, info.height];
   } catch (error) {
     if ((error as Error).message.startsWith('easyinv:')) throw error;
     throw imageError(file, `${(error as Error).message} (is it a complete PNG, JPEG or WebP file?)`);
   }
-  const planes = new Float32Array(3 * size * size);
-  for (let i = 0; i < size * size; i++) {
-    for (let c = 0; c < 3; c++) planes[c * size * size + i] = pixels[3 * i + c] / 255;
+  return imageTensor(pixels, width, height, device);
+}
+
+/** Interleaved 8-bit RGB pixels as a tensor [1, 3, H, W] in [0, 1]. */
+export function imageTensor(pixels: Uint8Array, width: number, height: number, device = 'cpu'): Tensor {
+  const plane = width * height;
+  const planes = new Float32Array(3 * plane);
+  for (let i = 0; i < plane; i++) {
+    for (let c = 0; c < 3; c++) planes[c * plane + i] = pixels[3 * i + c] / 255;
   }
-  return addon.Tensor.fromArray(planes, [1, 3, size, size], { device });
+  return addon.Tensor.fromArray(planes, [1, 3, height, width], { device });
 }
 
 /** 8-bit quantisation, as saving to PNG does: round(x * 255) / 255, clamped to [0, 1]. */

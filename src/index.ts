@@ -3,9 +3,14 @@ import { addon } from './native';
 export type { Capabilities, Device, DeviceCapabilities, Dtype, ModuleOutput, Placement, TypedData } from './native';
 export { Module, loadModule } from './module';
 export { Model, loadModel, readManifest } from './model';
-export type { Condition, Family, Manifest, ModelOptions } from './model';
+export type { Condition, Family, Manifest, ModelOptions, PromptEncoding } from './model';
 export { invert, reconstruct, methodNames } from './inversion';
 export type { InversionResult, InvertOptions, MethodName, Progress, ProgressCallback, ReconstructOptions } from './inversion';
+export { psnr, ssim } from './metrics';
+export { readImage, writeImage, writeGrid, quantize } from './image';
+export type { Fit, ReadOptions } from './image';
+export { loadLatents, saveLatents } from './latent-file';
+export type { LatentFile } from './latent-file';
 export { alphaBars, makeSchedule, samplingTimesteps, ddimWeights } from './schedule';
 export type { Schedule, SchedulerConfig, Transition } from './schedule';
 

@@ -143,7 +143,7 @@ export class Model {
     const size = this.resolution;
     let image: Tensor;
     if (typeof input === 'string') {
-      const pixels = await readImage(input, size, { ...options, device: this.device });
+      const pixels = await readImage(input, { ...options, size, device: this.device });
       image = await pixels.affine(2, -1);
       pixels.dispose();
     } else {
