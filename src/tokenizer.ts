@@ -5,11 +5,11 @@ import { Tokenizer } from '@huggingface/tokenizers';
 
 /** Length of every id sequence the CLIP text encoder takes. */
 export const CONTEXT_LENGTH = 77;
-/** `<|endoftext|>`: ends the prompt and, as in diffusers, also pads it. */
+/** `<|endoftext|>`: ends the prompt and, unless the tokenizer.json names another pad token, also pads it. */
 export const END_OF_TEXT = 49407;
 
 export interface ClipTokenizer {
-  /** Exactly CONTEXT_LENGTH ids: `<|startoftext|>`, the prompt's tokens, `<|endoftext|>`, then END_OF_TEXT padding. */
+  /** Exactly CONTEXT_LENGTH ids: `<|startoftext|>`, the prompt's tokens, `<|endoftext|>`, then padding. */
   encode(text: string): number[];
 }
 
@@ -37,13 +37,15 @@ export function loadTokenizer(file: string): ClipTokenizer {
   } catch (err) {
     throw new Error(`easyinv: tokenizer file ${file} is not a Hugging Face tokenizer.json: ${message(err)}`);
   }
+  // SDXL's second tokenizer pads with its own pad token ("!", id 0), which its tokenizer.json records.
+  const padId = (json as { padding?: { pad_id?: number } | null }).padding?.pad_id ?? END_OF_TEXT;
   return {
     encode(text: string): number[] {
       // The post-processor adds <|startoftext|> and <|endoftext|>; cutting the body rather than the tail keeps
       // <|endoftext|> last, as diffusers' truncation=True does, because the encoder's pooled output is read there.
       const ids = tokenizer.encode(text).ids;
       if (ids.length > CONTEXT_LENGTH) return [...ids.slice(0, CONTEXT_LENGTH - 1), END_OF_TEXT];
-      return ids.concat(new Array<number>(CONTEXT_LENGTH - ids.length).fill(END_OF_TEXT));
+      return ids.concat(new Array<number>(CONTEXT_LENGTH - ids.length).fill(padId));
     },
   };
 }

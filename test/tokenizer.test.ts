@@ -80,6 +80,18 @@ describe('CLIP tokenizer', () => {
   );
 });
 
+test('a tokenizer.json with its own pad token (SDXL\'s second tokenizer pads with "!", id 0) pads with it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'easyinv-tokenizer-pad-'));
+  const json = JSON.parse(readFileSync(join(__dirname, '..', 'weights', 'clip', 'tokenizer.json'), 'utf8'));
+  json.padding = { strategy: { Fixed: 77 }, direction: 'Right', pad_to_multiple_of: null, pad_id: 0, pad_type_id: 0, pad_token: '!' };
+  const file = join(dir, 'tokenizer_2.json');
+  writeFileSync(file, JSON.stringify(json));
+  const ids = loadTokenizer(file).encode('a photo of a cat');
+  rmSync(dir, { recursive: true, force: true });
+  expect(ids.slice(0, 7)).toEqual([49406, 320, 1125, 539, 320, 2368, 49407]);
+  expect(ids.slice(7)).toEqual(new Array(70).fill(0));
+});
+
 describe('loadTokenizer errors', () => {
   let dir: string;
   beforeAll(() => {
