@@ -1,0 +1,100 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import sharp from 'sharp';
+
+import { invert, loadModel, readImage, Tensor } from '../src';
+
+const weights = path.join(__dirname, '..', 'weights');
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'easyinv-bad-'));
+afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
+
+/** A copy of a bundle whose manifest `edit` may change. */
+function bundleCopy(name: string, edit: (manifest: any) => void = () => {}): string {
+  const dir = fs.mkdtempSync(path.join(scratch, `${name}-`));
+  const source = path.join(weights, name);
+  for (const file of fs.readdirSync(source)) fs.copyFileSync(path.join(source, file), path.join(dir, file));
+  fs.mkdirSync(path.join(dir, '..', 'clip'), { recursive: true });
+  fs.copyFileSync(path.join(weights, 'clip', 'tokenizer.json'), path.join(dir, '..', 'clip', 'tokenizer.json'));
+  const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
+  edit(manifest);
+  fs.writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
+  return dir;
+}
+
+function file(name: string, content: Buffer | string): string {
+  const target = path.join(scratch, name);
+  fs.writeFileSync(target, content);
+  return target;
+}
+
+describe('bad bundles', () => {
+  test('a folder without manifest.json', async () => {
+    await expect(loadModel(scratch)).rejects.toThrow(/has no manifest.json \(make bundles with weights\/export_sd.py\)/);
+  });
+
+  test('a manifest that is not JSON', async () => {
+    const dir = bundleCopy('test-sd1');
+    fs.writeFileSync(path.join(dir, 'manifest.json'), '{ "format": ');
+    await expect(loadModel(dir)).rejects.toThrow(/has a manifest.json that is not valid JSON/);
+  });
+
+  test('a manifest of another format or family', async () => {
+    await expect(loadModel(bundleCopy('test-sd1', (m) => (m.format = 'other/2')))).rejects.toThrow(/manifest format "other\/2"; expected "easyinv-bundle\/1"/);
+    await expect(loadModel(bundleCopy('test-sd1', (m) => (m.family = 'sd3')))).rejects.toThrow(/unknown family "sd3"/);
+    await expect(loadModel(bundleCopy('test-sd1', (m) => delete m.files.unet))).rejects.toThrow(/names no unet file/);
+  });
+
+  test('a missing module file', async () => {
+    const dir = bundleCopy('test-sd1');
+    fs.unlinkSync(path.join(dir, 'vae_decoder.pt'));
+    await expect(loadModel(dir)).rejects.toThrow(/lacks its vae_decoder file vae_decoder.pt/);
+  });
+
+  test('a bundle traced for cuda, asked for on the cpu', async () => {
+    const dir = bundleCopy('test-sd1', (m) => (m.device = 'cuda'));
+    await expect(loadModel(dir, { device: 'cpu' })).rejects.toThrow(/was traced on cuda and cannot run on cpu: export a cpu bundle/);
+  });
+
+  test('a bundle traced in float32, asked for in float16', async () => {
+    await expect(loadModel(path.join(weights, 'test-sd1'), { dtype: 'float16' })).rejects.toThrow(/was traced in float32, not float16/);
+  });
+
+  test('a prompt on a bundle without a text encoder', async () => {
+    const model = await loadModel(path.join(weights, 'analytic-gaussian'));
+    await expect(model.encodePrompt('a cat')).rejects.toThrow(/has no text encoder, so it takes no prompt/);
+    const z0 = Tensor.fromArray(new Float32Array(256), [1, 4, 8, 8]);
+    await expect(invert(model, z0, { prompt: 'a cat' })).rejects.toThrow(/has no text encoder/);
+    await expect(model.encodeImage(path.join(weights, 'photos', 'coffee.png'))).rejects.toThrow(/has no VAE encoder, so it takes latents, not images/);
+  });
+});
+
+describe('bad images', () => {
+  const photo = path.join(weights, 'photos', 'chelsea.png');
+
+  test('a missing file', async () => {
+    await expect(readImage(path.join(scratch, 'nope.png'))).rejects.toThrow(/cannot read image .*nope.png: no such file/);
+  });
+
+  test('an empty file', async () => {
+    await expect(readImage(file('empty.png', ''))).rejects.toThrow(/cannot read image .*empty.png: the file is empty/);
+  });
+
+  test('a file that is not an image', async () => {
+    await expect(readImage(file('notes.png', 'just some text, not pixels\n'))).rejects.toThrow(/cannot read image .*notes.png: .*is it a complete PNG, JPEG or WebP file/);
+  });
+
+  test('a truncated PNG', async () => {
+    const whole = fs.readFileSync(photo);
+    await expect(readImage(file('cut.png', whole.subarray(0, whole.length / 2)), { size: 64 })).rejects.toThrow(/cannot read image .*cut.png/);
+  });
+
+  test('an image of 1x1 pixels', async () => {
+    const dot = file('dot.png', await sharp({ create: { width: 1, height: 1, channels: 3, background: '#f00' } }).png().toBuffer());
+    await expect(readImage(dot)).rejects.toThrow(/cannot read image .*dot.png: it is 1x1 pixels; easyinv needs at least 16/);
+  });
+
+  test('a fit that does not exist', async () => {
+    await expect(readImage(photo, { fit: 'stretch' as never })).rejects.toThrow("fit must be 'fill' or 'cover'");
+  });
+});

@@ -1,0 +1,82 @@
+import { execFile } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import sharp from 'sharp';
+import { promisify } from 'util';
+
+import { loadLatents, methodNames } from '../src';
+
+// The compiled CLI, as users run it (npm test compiles first).
+const cli = path.join(__dirname, '..', 'dist', 'cli.js');
+const weights = path.join(__dirname, '..', 'weights');
+const photo = path.join(weights, 'photos', 'chelsea.png');
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'easyinv-cli-'));
+afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
+
+async function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [cli, ...args]);
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const { code, stdout, stderr } = error as { code: number; stdout: string; stderr: string };
+    return { code, stdout, stderr };
+  }
+}
+
+describe('easyinv CLI', () => {
+  test('invert writes z_T with its settings, and reconstruct reads it back into a PNG', async () => {
+    const noise = path.join(scratch, 'z.safetensors');
+    const inverted = await run('invert', '--model', path.join(weights, 'test-sd1'), '--image', photo, '--method', 'easyinv',
+      '--steps', '6', '--prompt', 'a cat', '--guidance', '2', '--out', noise, '--json');
+    expect(inverted).toMatchObject({ code: 0, stderr: '' });
+    expect(JSON.parse(inverted.stdout)).toMatchObject({ method: 'easyinv', steps: '6', unetCalls: '6', shape: [1, 4, 32, 32] });
+    const { tensors, metadata } = loadLatents(noise);
+    expect(tensors.latent.shape).toEqual([1, 4, 32, 32]);
+    expect(metadata).toMatchObject({ format: 'easyinv-latent/1', family: 'sd1', prompt: 'a cat', guidance: '2', steps: '6' });
+    const image = path.join(scratch, 'back.png');
+    const back = await run('reconstruct', '--model', path.join(weights, 'test-sd1'), '--latent', noise, '--out', image, '--json');
+    expect(back.code).toBe(0);
+    expect(JSON.parse(back.stdout)).toEqual({ out: image, steps: 6 });
+    expect(await sharp(image).metadata()).toMatchObject({ format: 'png', width: 256, height: 256 });
+  });
+
+  test('the direct method\'s offsets travel in the file', async () => {
+    const noise = path.join(scratch, 'direct.safetensors');
+    expect((await run('invert', '--model', path.join(weights, 'test-sdxl'), '--image', photo, '--method', 'direct',
+      '--steps', '4', '--out', noise, '--json')).code).toBe(0);
+    const { tensors } = loadLatents(noise);
+    expect(Object.keys(tensors).sort()).toEqual(['latent', 'offset.0', 'offset.1', 'offset.2', 'offset.3']);
+  });
+
+  test('demo inverts with every method and writes a table and a side-by-side picture', async () => {
+    const out = path.join(scratch, 'demo');
+    const demo = await run('demo', '--steps', '3', '--out', out, '--json');
+    expect(demo.code).toBe(0);
+    const result = JSON.parse(demo.stdout);
+    expect(result.rows.map((row: { method: string }) => row.method)).toEqual(methodNames);
+    for (const row of result.rows) {
+      expect(row.psnr).toBeGreaterThan(10);
+      expect(row.ssim).toBeGreaterThan(0);
+      expect(row.ssim).toBeLessThanOrEqual(1);
+    }
+    const picture = await sharp(path.join(out, 'demo.png')).metadata();
+    expect(picture.width).toBeGreaterThan(256 * (methodNames.length + 1));
+  });
+
+  test('the demo\'s text table lists each method', async () => {
+    const table = await run('demo', '--steps', '2', '--out', path.join(scratch, 'demo-text'));
+    expect(table.code).toBe(0);
+    for (const method of methodNames) expect(table.stdout).toMatch(new RegExp(`^\\| ${method} \\| `, 'm'));
+  });
+
+  test('usage errors exit 2 with a message, failures exit 1', async () => {
+    expect(await run('frobnicate')).toMatchObject({ code: 2, stderr: expect.stringMatching(/unknown command "frobnicate"/) });
+    expect(await run('invert', '--model', 'x', '--image', photo)).toMatchObject({ code: 2, stderr: expect.stringMatching(/--out is required/) });
+    expect(await run('demo', '--steps', 'many')).toMatchObject({ code: 2, stderr: expect.stringMatching(/--steps must be a number/) });
+    expect(await run('demo', '--bogus')).toMatchObject({ code: 2, stderr: expect.stringMatching(/Unknown option '--bogus'/) });
+    const missing = await run('invert', '--model', path.join(weights, 'test-sd1'), '--image', path.join(scratch, 'none.png'), '--out', path.join(scratch, 'z'));
+    expect(missing).toMatchObject({ code: 1, stderr: expect.stringMatching(/cannot read image .*none.png: no such file/) });
+    expect((await run('--help')).stdout).toMatch(/easyinv demo/);
+  });
+});

@@ -1,0 +1,136 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import sharp, { type Sharp } from 'sharp';
+
+import { invert, loadModel, methodNames, Model, readImage, reconstruct, Tensor, writeImage } from '../src';
+import { maxAbsDifference } from './helpers';
+
+const weights = path.join(__dirname, '..', 'weights');
+const photo = path.join(weights, 'photos', 'coffee.png');
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'easyinv-sd-'));
+afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
+
+async function range(t: Tensor): Promise<[number, number]> {
+  const values = await t.toArray();
+  let min = Infinity, max = -Infinity;
+  for (const v of values) [min, max] = [Math.min(min, v), Math.max(max, v)];
+  return [min, max];
+}
+
+describe.each([
+  ['test-sd1', 256, 32, 32, undefined],
+  ['test-sdxl', 128, 16, 40, 12],
+])('%s end to end', (bundle, resolution, latentSize, condWidth, pooledWidth) => {
+  let model: Model;
+  beforeAll(async () => {
+    model = await loadModel(path.join(weights, bundle));
+  });
+
+  test('image -> latent -> each method -> reconstruction -> PNG', async () => {
+    const z0 = await model.encodeImage(photo);
+    expect(z0.shape).toEqual([1, 4, latentSize, latentSize]);
+    for (const method of methodNames) {
+      const inverted = await invert(model, z0, { method, steps: 5, prompt: 'a cup of coffee' });
+      expect(inverted.latent.shape).toEqual(z0.shape);
+      expect(Number.isFinite(await inverted.latent.norm())).toBe(true);
+      const latent = await reconstruct(model, inverted.latent, { steps: 5, prompt: 'a cup of coffee', offsets: inverted.offsets });
+      const image = await model.decode(latent);
+      expect(image.shape).toEqual([1, 3, resolution, resolution]);
+      const [min, max] = await range(image);
+      expect(min).toBeGreaterThanOrEqual(0);
+      expect(max).toBeLessThanOrEqual(1);
+      const file = path.join(scratch, `${bundle}-${method}.png`);
+      await writeImage(image, file);
+      expect(await sharp(file).metadata()).toMatchObject({ format: 'png', width: resolution, height: resolution, channels: 3 });
+    }
+  });
+
+  test('prompts: the text encoders\' shapes, and different prompts give different conditions', async () => {
+    const cat = await model.encodePrompt('a photo of a cat');
+    const again = await model.encodePrompt('a photo of a cat');
+    const dog = await model.encodePrompt('a photo of a dog');
+    expect(cat.states.shape).toEqual([1, 77, condWidth]);
+    expect(cat.pooled?.shape).toEqual(pooledWidth ? [1, pooledWidth] : undefined);
+    expect(maxAbsDifference(await cat.states.toArray(), await again.states.toArray())).toBe(0);
+    expect(maxAbsDifference(await cat.states.toArray(), await dog.states.toArray())).toBeGreaterThan(1e-3);
+  });
+
+  test('guidance 7.5 makes one batched UNet call per step with every conditioning input', async () => {
+    const z0 = await model.encodeImage(photo);
+    const forward = model.unet.forward.bind(model.unet);
+    const calls: { shapes: number[][]; states: Promise<ArrayLike<number>>; timeIds?: Promise<ArrayLike<number>> }[] = [];
+    const spy = jest.spyOn(model.unet, 'forward').mockImplementation((...inputs) => {
+      calls.push({ shapes: inputs.map((t) => t.shape), states: inputs[2].toArray(), timeIds: inputs[4]?.toArray() });
+      return forward(...inputs);
+    });
+    const inverted = await invert(model, z0, { method: 'ddim', steps: 4, prompt: 'a cup of coffee', guidance: 7.5 });
+    spy.mockRestore();
+    expect(inverted.unetCalls).toBe(4);
+    expect(calls).toHaveLength(4);
+    const expected = [[2, 4, latentSize, latentSize], [2], [2, 77, condWidth]];
+    if (pooledWidth) expected.push([2, pooledWidth], [2, 6]);
+    expect(calls[0].shapes).toEqual(expected);
+    const states = await calls[0].states;
+    const half = 77 * condWidth;
+    const uncondMagnitude = Array.from(states).slice(0, half).reduce((s, v) => s + Math.abs(v), 0);
+    if (pooledWidth) {
+      // SDXL, as diffusers: an empty negative prompt is zeros, and time_ids are (original, crop, target) sizes
+      expect(uncondMagnitude).toBe(0);
+      expect(Array.from(await calls[0].timeIds!)).toEqual([resolution, resolution, 0, 0, resolution, resolution,
+        resolution, resolution, 0, 0, resolution, resolution]);
+    } else {
+      expect(uncondMagnitude).toBeGreaterThan(0); // SD-1 encodes the empty negative prompt
+    }
+    const unguided = await invert(model, z0, { method: 'ddim', steps: 4, prompt: 'a cup of coffee' });
+    expect(maxAbsDifference(await inverted.latent.toArray(), await unguided.latent.toArray())).toBeGreaterThan(1e-4);
+  });
+
+  test('an image Tensor in [-1, 1] encodes as its file does', async () => {
+    const pixels = await readImage(photo, { size: resolution });
+    const fromTensor = await model.encodeImage(await pixels.affine(2, -1));
+    const fromFile = await model.encodeImage(photo);
+    expect(maxAbsDifference(await fromTensor.toArray(), await fromFile.toArray())).toBeLessThan(1e-6);
+    await expect(model.encodeImage(pixels.affine(1, 0) as never)).rejects.toThrow(/an image Tensor for this model has shape/);
+  });
+});
+
+describe('images in', () => {
+  let model: Model;
+  beforeAll(async () => {
+    model = await loadModel(path.join(weights, 'test-sdxl'));
+  });
+
+  test('PNG, JPEG and WebP, grey and with alpha, all become RGB at the bundle\'s resolution', async () => {
+    const png = await readImage(photo, { size: 64 });
+    for (const [name, make] of [
+      ['photo.jpg', (s: Sharp) => s.jpeg({ quality: 95 })],
+      ['photo.webp', (s: Sharp) => s.webp({ quality: 95 })],
+      ['alpha.png', (s: Sharp) => s.ensureAlpha(0.5).png()],
+      ['grey.png', (s: Sharp) => s.greyscale().png()],
+    ] as const) {
+      const file = path.join(scratch, name);
+      await make(sharp(photo)).toFile(file);
+      const image = await readImage(file, { size: 64 });
+      expect(image.shape).toEqual([1, 3, 64, 64]);
+      const difference = maxAbsDifference(await image.toArray(), await png.toArray());
+      if (name === 'grey.png') {
+        const values = await image.toArray();
+        expect(maxAbsDifference(values.slice(0, 4096), values.slice(4096, 8192))).toBe(0); // R = G
+      } else {
+        expect(difference).toBeLessThan(0.25);
+      }
+      expect((await model.encodeImage(file)).shape).toEqual([1, 4, 16, 16]);
+    }
+  });
+
+  test('fit cover crops to the centre square, fill stretches', async () => {
+    const fill = await readImage(photo, { size: 64, fit: 'fill' });
+    const cover = await readImage(photo, { size: 64, fit: 'cover' });
+    expect(maxAbsDifference(await fill.toArray(), await cover.toArray())).toBeGreaterThan(0.1);
+    const square = path.join(weights, 'photos', 'astronaut.png');
+    const a = await readImage(square, { size: 64, fit: 'fill' });
+    const b = await readImage(square, { size: 64, fit: 'cover' });
+    expect(maxAbsDifference(await a.toArray(), await b.toArray())).toBe(0);
+  });
+});
