@@ -138,8 +138,12 @@ void Job::Settle(Napi::Env env) {
 void DeliverJob(Napi::Env env, Napi::Function, EnvState* state, Job* job) {
   std::unique_ptr<Job> owned(job);
   if (env == nullptr) return;  // the environment is being torn down
-  job->Settle(env);
-  state->Finished();
+  try {
+    job->Settle(env);
+    state->Finished();
+  } catch (const Napi::Error&) {
+    // A worker being terminated can no longer run JS: there is nobody left to tell.
+  }
 }
 
 }  // namespace easyinv

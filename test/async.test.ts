@@ -110,6 +110,19 @@ describe('worker threads', () => {
     expect(maxAbsDifference(second, await mainThreadForward(31))).toBe(0);
   });
 
+  test('workers terminated at any moment (loading the addon, loading a module, mid-forward) never crash the process', async () => {
+    for (let i = 0; i < 24; i++) {
+      await new Promise((resolve) => {
+        const worker = new Worker(script, { workerData: { module: weights('conv_unet.pt'), seed: i, timestep: 5 } });
+        worker.on('message', (message) => message.started && setTimeout(() => void worker.terminate(), i % 4));
+        worker.on('exit', resolve);
+        worker.on('error', resolve);
+        setTimeout(() => void worker.terminate(), (i * 7) % 40);
+      });
+    }
+    expect(await mainThreadForward(3)).toHaveLength(4 * 16 * 16);
+  });
+
   test('terminating a worker while its forward is in flight leaves the process healthy', async () => {
     const outcome = run(41, (worker) => void worker.terminate()).catch((error: Error) => error.message);
     expect(await outcome).toMatch(/exited before it answered/);
