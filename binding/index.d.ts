@@ -92,6 +92,9 @@ export interface Addon {
   emptyCache(): void;
   /** Tensor handles of this JS environment that are not disposed yet (a leak check). */
   liveTensors(): number;
+  /** Peak bytes allocated on a CUDA device since the last resetPeakMemory; null on the CPU. */
+  peakMemory(device: Device): number | null;
+  resetPeakMemory(device: Device): void;
   /**
    * ReNoise's noise regularisation of eps [B, C, H, W] toward target: `steps` rounds of a patch-KL gradient step
    * (weight lambdaKl) and `rolls` auto-correlation gradient steps (weight lambdaAc / rolls), shifts drawn from `seed`.

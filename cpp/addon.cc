@@ -121,6 +121,27 @@ Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Peak bytes the CUDA caching allocator handed out on `device` since the last reset; null on the CPU, which keeps
+// no such account.
+Napi::Value PeakMemory(const Napi::CallbackInfo& info) {
+  c10::Device device = ParseDevice(info.Env(), info[0]);
+#ifdef EASYINV_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return Napi::Number::New(info.Env(), static_cast<double>(stats.allocated_bytes[0].peak));  // [0]: all pools
+  }
+#endif
+  return info.Env().Null();
+}
+
+Napi::Value ResetPeakMemory(const Napi::CallbackInfo& info) {
+  c10::Device device = ParseDevice(info.Env(), info[0]);
+#ifdef EASYINV_CUDA
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+#endif
+  return info.Env().Undefined();
+}
+
 Napi::Value LiveTensors(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(info.Env().GetInstanceData<Addon>()->live_tensors));
 }
@@ -141,6 +162,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("synchronize", Napi::Function::New(env, Synchronize, "synchronize"));
   exports.Set("emptyCache", Napi::Function::New(env, EmptyCache, "emptyCache"));
   exports.Set("liveTensors", Napi::Function::New(env, LiveTensors, "liveTensors"));
+  exports.Set("peakMemory", Napi::Function::New(env, PeakMemory, "peakMemory"));
+  exports.Set("resetPeakMemory", Napi::Function::New(env, ResetPeakMemory, "resetPeakMemory"));
   exports.Set("regularizeNoise", Napi::Function::New(env, RegularizeNoise, "regularizeNoise"));
   exports.Set("psnr", Napi::Function::New(env, Psnr, "psnr"));
   exports.Set("ssim", Napi::Function::New(env, Ssim, "ssim"));

@@ -6,7 +6,7 @@ export { Model, loadModel, readManifest } from './model';
 export type { Condition, Family, Manifest, ModelOptions, PromptEncoding } from './model';
 export { invert, reconstruct, methodNames } from './inversion';
 export type { InversionResult, InvertOptions, MethodName, Progress, ProgressCallback, ReconstructOptions } from './inversion';
-export { psnr, ssim } from './metrics';
+export { loadLpips, lpips, psnr, ssim } from './metrics';
 export { readImage, writeImage, writeGrid, quantize } from './image';
 export type { Fit, ReadOptions } from './image';
 export { loadLatents, saveLatents } from './latent-file';
