@@ -4,6 +4,9 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { parseArgs } from 'util';
 
+import { bench, benchTable } from './compare/bench';
+import { compare, mergeRuns, type Dtype } from './compare/run';
+import { summaryMarkdown } from './compare/summary';
 import { quantize, readImage, writeGrid, writeImage } from './image';
 import { invert, methodNames, reconstruct, type InvertOptions, type MethodName, type Progress } from './inversion';
 import { loadLatents, saveLatents } from './latent-file';
@@ -25,8 +28,15 @@ const usage = `easyinv: invert real images into diffusion noise
       an image to its noise z_T, saved with its settings
   easyinv reconstruct --model DIR --latent NOISE.safetensors --out IMAGE.png
       DDIM sampling from saved noise back to an image, with the settings saved beside it
+  easyinv compare     --model DIR[,DIR] --images DIR --out DIR [--methods ddim,easyinv,renoise,fixed-point]
+                      [--dtype float16,float32] [--limit N] [--resume] [--shard K/N] [--lpips NET.pt]
+      every method on every image: results.jsonl, summary.md/json (the paper's Tables 1 and 2), grids/, report.html
+  easyinv merge       --out DIR RUN_DIR...
+      joins the results of several runs (shards) into one summary
+  easyinv bench       --model DIR[,DIR] [--dtype float32] [--methods ...] [--steps 50] [--repeats 5] [--batches 1,4,16]
+      seconds per inversion, UNet calls, peak memory, images per second, against the bare UNet and a PyTorch loop
 
-Options: --steps N  --prompt TEXT  --negative-prompt TEXT  --guidance W  --device cpu|cuda[:i]
+Options: --device cpu|cuda[:i]  --steps N  --prompt TEXT  --negative-prompt TEXT  --guidance W  --device cpu|cuda[:i]
          --dtype float32|float16  --fit fill|cover  --json (machine-readable output, no progress bars)
 Method options: --method ${methodNames.join('|')}  --eta E  --window START,END  --iterations K  --seed S`;
 
@@ -47,6 +57,14 @@ const options = {
   device: { type: 'string' },
   dtype: { type: 'string' },
   fit: { type: 'string' },
+  images: { type: 'string' },
+  methods: { type: 'string' },
+  limit: { type: 'string' },
+  resume: { type: 'boolean' },
+  shard: { type: 'string' },
+  lpips: { type: 'string' },
+  repeats: { type: 'string' },
+  batches: { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
@@ -56,7 +74,7 @@ type Flags = ReturnType<typeof parseArgs<{ options: typeof options; allowPositio
 
 class UsageError extends Error {}
 
-function number(flags: Flags, name: 'steps' | 'guidance' | 'eta' | 'iterations' | 'seed'): number | undefined {
+function number(flags: Flags, name: 'steps' | 'guidance' | 'eta' | 'iterations' | 'seed' | 'limit' | 'repeats'): number | undefined {
   const text = flags[name];
   if (text === undefined) return undefined;
   const value = Number(text);
@@ -64,7 +82,7 @@ function number(flags: Flags, name: 'steps' | 'guidance' | 'eta' | 'iterations' 
   return value;
 }
 
-function required(flags: Flags, name: 'model' | 'image' | 'latent' | 'out'): string {
+function required(flags: Flags, name: 'model' | 'image' | 'images' | 'latent' | 'out'): string {
   const value = flags[name];
   if (value === undefined) throw new UsageError(`--${name} is required`);
   return value;
@@ -84,6 +102,82 @@ function inversionOptions(flags: Flags): InvertOptions {
     iterations: number(flags, 'iterations'),
     seed: number(flags, 'seed'),
   };
+}
+
+function list<T extends string>(flags: Flags, name: 'methods' | 'dtype' | 'model', allowed: readonly string[] | null, fallback: T[]): T[] {
+  const text = flags[name];
+  if (text === undefined) return fallback;
+  const items = text.split(',').map((item) => item.trim()).filter((item) => item !== '');
+  const unknown = allowed ? items.filter((item) => !allowed.includes(item)) : [];
+  if (items.length === 0 || unknown.length > 0) {
+    throw new UsageError(`--${name} takes a comma-separated list${allowed ? ` of ${allowed.join(', ')}` : ''}, not ${JSON.stringify(text)}`);
+  }
+  return items as T[];
+}
+
+function shard(flags: Flags): { index: number; count: number } | undefined {
+  if (flags.shard === undefined) return undefined;
+  const match = /^(\d+)\/(\d+)$/.exec(flags.shard);
+  const [index, count] = match ? [Number(match[1]), Number(match[2])] : [NaN, NaN];
+  if (!(count >= 1 && index >= 0 && index < count)) throw new UsageError(`--shard must be K/N with 0 <= K < N, not ${JSON.stringify(flags.shard)}`);
+  return { index, count };
+}
+
+/** A progress line with an ETA for long runs, on a terminal only. */
+function etaLine(flags: Flags): ((done: number, total: number, item: string) => void) | undefined {
+  if (flags.json || !process.stderr.isTTY) return undefined;
+  const started = Date.now();
+  let first: number | undefined;
+  return (done, total, item) => {
+    first ??= done - 1;
+    const rate = (Date.now() - started) / 1000 / Math.max(1, done - first);
+    const eta = Math.round(rate * (total - done));
+    process.stderr.write(`\r${done}/${total} ${item.slice(0, 40).padEnd(40)} ETA ${Math.floor(eta / 60)}m${String(eta % 60).padStart(2, '0')}s`);
+    if (done === total) process.stderr.write('\n');
+  };
+}
+
+async function compareCommand(flags: Flags): Promise<void> {
+  const out = required(flags, 'out');
+  const summary = await compare({
+    models: list(flags, 'model', null, []).length > 0 ? list(flags, 'model', null, []) : [required(flags, 'model')],
+    images: required(flags, 'images'),
+    out,
+    methods: list<MethodName>(flags, 'methods', methodNames, ['ddim', 'easyinv', 'renoise', 'fixed-point']),
+    dtypes: list<Dtype>(flags, 'dtype', ['float32', 'float16'], ['float32']),
+    device: flags.device,
+    steps: number(flags, 'steps'),
+    prompt: flags.prompt,
+    guidance: number(flags, 'guidance'),
+    methodOptions: inversionOptions(flags),
+    limit: number(flags, 'limit'),
+    shard: shard(flags),
+    resume: flags.resume,
+    lpipsNetwork: flags.lpips,
+    onItem: etaLine(flags),
+  });
+  report(flags, summary, `${summaryMarkdown(summary)}\nwrote ${out}/results.jsonl, summary.md, summary.json, grids/, report.html`);
+}
+
+async function mergeCommand(flags: Flags, runs: string[]): Promise<void> {
+  const out = required(flags, 'out');
+  const summary = mergeRuns(out, runs);
+  report(flags, summary, `${summaryMarkdown(summary)}\nmerged ${runs.length} runs into ${out}`);
+}
+
+async function benchCommand(flags: Flags): Promise<void> {
+  const batches = flags.batches === undefined ? [1, 4, 16] : flags.batches.split(',').map(Number);
+  if (batches.some((b) => !Number.isInteger(b) || b < 1)) throw new UsageError('--batches takes positive integers, e.g. 1,4,16');
+  const { rows, python } = await bench({
+    models: list(flags, 'model', null, []).length > 0 ? list(flags, 'model', null, []) : [required(flags, 'model')],
+    dtypes: list<Dtype>(flags, 'dtype', ['float32', 'float16'], ['float32']),
+    methods: list<MethodName>(flags, 'methods', methodNames, ['ddim', 'easyinv', 'renoise', 'fixed-point']),
+    device: flags.device,
+    steps: number(flags, 'steps'),
+    repeats: number(flags, 'repeats'),
+    batches,
+  }, flags.json || !process.stderr.isTTY ? undefined : (row) => process.stderr.write(`${row.method} ${row.dtype}: ${row.seconds.toFixed(4)} s\n`));
+  report(flags, { rows, python }, `${benchTable(rows, batches)}\n\nPython loop: ${python ?? 'skipped (no python3 with torch)'}`);
 }
 
 function openModel(flags: Flags, dir: string): Promise<Model> {
@@ -221,6 +315,9 @@ export async function main(argv: string[]): Promise<number> {
     demo: demoCommand,
     invert: invertCommand,
     reconstruct: reconstructCommand,
+    compare: compareCommand,
+    merge: (values) => mergeCommand(values, positionals.slice(1)),
+    bench: benchCommand,
   };
   if (flags.help || command === undefined) {
     console.log(usage);

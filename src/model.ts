@@ -21,6 +21,8 @@ export interface Manifest {
   latent: { channels: number; size: number; scaling_factor: number };
   cond_shape: [number, number];
   scheduler: SchedulerConfig;
+  /** The dtypes the modules run in, when more than the traced one (scripted modules convert cleanly). */
+  dtypes?: string[];
   files: { unet: string; [module: string]: string };
   [unknown: string]: unknown;
 }
@@ -106,7 +108,8 @@ export class Model {
       throw bundleError(dir, `was traced on cuda and cannot run on ${device}: export a cpu bundle ` +
         '(weights/export_sd.py --device cpu --dtype float32)');
     }
-    if (manifest.family !== 'test' && dtype !== manifest.dtype) {
+    const dtypes = (manifest.dtypes as string[] | undefined) ?? [manifest.dtype];
+    if (manifest.family !== 'test' && !dtypes.includes(dtype)) {
       throw bundleError(dir, `was traced in ${manifest.dtype}, not ${dtype}: export one in ${dtype} ` +
         `(weights/export_sd.py --dtype ${dtype})`);
     }

@@ -26,3 +26,26 @@ export async function settledLiveTensors(): Promise<number> {
   }
   return count;
 }
+
+const chromiumPath = '/usr/bin/chromium';
+// Headless Chromium as root in a closed network: no sandbox, and none of its background connections.
+const chromiumArgs = ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--no-first-run'];
+
+/** Opens a local HTML file in Debian's headless Chromium and runs `use` on the loaded page. */
+export async function withPage<T>(file: string, use: (page: import('playwright-core').Page, url: string) => Promise<T>): Promise<T> {
+  const fs = await import('fs');
+  if (!fs.existsSync(chromiumPath)) {
+    throw new Error(`no browser at ${chromiumPath}: install Debian's Chromium with \`apt-get install -y --no-install-recommends chromium\``);
+  }
+  const { chromium } = await import('playwright-core');
+  const { pathToFileURL } = await import('url');
+  const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: chromiumArgs });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
+    const url = pathToFileURL(file).href;
+    return await use(page, url);
+  } finally {
+    await browser.close();
+  }
+}

@@ -271,7 +271,8 @@ def write_bundle(name: str, family: str, resolution: int, scaling_factor: float,
     manifest = {
         "format": "easyinv-bundle/1", "family": family, "name": f"easyinv/{name}",
         "description": "small real-architecture test bundle: random UNet and text encoders, designed VAE",
-        "device": "cpu", "dtype": "float32", "resolution": resolution,
+        "device": "cpu", "dtype": "float32", "dtypes": ["float32", "float16"],  # scripted: float16 runs (on CUDA)
+        "resolution": resolution,
         "latent": {"channels": 4, "size": resolution // 8, "scaling_factor": scaling_factor},
         "cond_shape": [77, cond], "scheduler": SCHEDULER, "files": files,
     }

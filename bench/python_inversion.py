@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""The ratio to beat for `easyinv bench`: DDIM inversion written directly in PyTorch over a bundle's TorchScript
+files (the same UNet, schedule and steps), timed the same way (device synchronised, warm-up excluded, median).
+Usage: python_inversion.py BUNDLE --device cpu --dtype float32 --steps 50 --batch 1 --repeats 5  -> JSON on stdout"""
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("bundle")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    with open(os.path.join(args.bundle, "manifest.json")) as file:
+        manifest = json.load(file)
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    load = lambda role: torch.jit.load(os.path.join(args.bundle, manifest["files"][role]), map_location=device).to(dtype).eval()  # noqa: E731
+    unet = load("unet")
+    config = manifest["scheduler"]
+    betas = torch.linspace(config["beta_start"] ** 0.5, config["beta_end"] ** 0.5, config["num_train_timesteps"],
+                           dtype=torch.float64) ** 2 if config["beta_schedule"] == "scaled_linear" else \
+        torch.linspace(config["beta_start"], config["beta_end"], config["num_train_timesteps"], dtype=torch.float64)
+    alpha_bar = torch.cumprod(1 - betas, 0).tolist()
+    final = 1.0 if config["set_alpha_to_one"] else alpha_bar[0]
+    delta = config["num_train_timesteps"] // args.steps
+    timesteps = [i * delta + config["steps_offset"] for i in range(args.steps)]  # 'leading', ascending
+    batch, size, channels = args.batch, manifest["latent"]["size"], manifest["latent"]["channels"]
+
+    with torch.inference_mode():
+        ids = torch.full((1, 77), 49407, dtype=torch.int64, device=device)
+        ids[0, 0] = 49406
+        extra = []
+        if manifest["family"] == "sdxl":
+            first = load("text_encoder")(ids)
+            second, pooled = load("text_encoder_2")(ids)
+            cond = torch.cat([first, second], -1)
+            side = manifest["resolution"]
+            extra = [pooled.repeat(batch, 1), torch.tensor([[side, side, 0, 0, side, side]] * batch, dtype=dtype, device=device)]
+        elif "text_encoder" in manifest["files"]:
+            cond = load("text_encoder")(ids)
+        else:
+            cond = torch.zeros(1, *manifest["cond_shape"], dtype=dtype, device=device)
+        cond = cond.repeat(batch, 1, 1)
+        z0 = torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(0)).to(device, dtype)
+
+        def invert() -> torch.Tensor:
+            z = z0
+            for t in timesteps:
+                a_from, a_to = (alpha_bar[t - delta] if t - delta >= 0 else final), alpha_bar[t]
+                eps = unet(z, torch.full((batch,), t, dtype=torch.int64, device=device), cond, *extra)
+                scale = (a_to / a_from) ** 0.5
+                z = scale * z + ((1 - a_to) ** 0.5 - scale * (1 - a_from) ** 0.5) * eps
+            return z
+
+        def timed() -> float:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            invert()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            return time.perf_counter() - start
+
+        timed()  # warm-up: the TorchScript profiling runs
+        seconds = statistics.median(timed() for _ in range(args.repeats))
+    print(json.dumps({"secondsPerInversion": seconds, "batch": batch, "steps": args.steps, "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+    main()

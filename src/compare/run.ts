@@ -1,0 +1,255 @@
+// `easyinv compare`: every method on every image of a folder, in each dtype, with results written line by line so
+// that a run can be resumed, split over processes (shards) and merged.
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { quantize, readImage, writeGrid, writeImage } from '../image';
+import { invert, reconstruct, type InvertOptions, type MethodName } from '../inversion';
+import { lpips, loadLpips, psnr, ssim } from '../metrics';
+import { loadModel, readManifest, type Model } from '../model';
+import type { Module } from '../module';
+import { addon, type Tensor } from '../native';
+import { renderReport } from '../report';
+import { summarize, summaryMarkdown } from './summary';
+import type { Grid, ResultLine, Summary } from './types';
+
+export type Dtype = 'float32' | 'float16';
+
+export interface CompareOptions {
+  /** Bundle folders; each dtype runs on the bundle traced in it (or one that lists it in "dtypes"). */
+  models: string[];
+  images: string;
+  out: string;
+  methods: MethodName[];
+  dtypes: Dtype[];
+  device?: string;
+  steps?: number;
+  /** Steps for fixed-point iteration, which its authors run at N = 20 (default: min(steps, 20)). */
+  fixedPointSteps?: number;
+  prompt?: string;
+  guidance?: number;
+  /** Per-method options: eta, window, iterations, seed. */
+  methodOptions?: Pick<InvertOptions, 'eta' | 'window' | 'iterations' | 'seed'>;
+  limit?: number;
+  /** Shard k of n (0 <= k < n): the images whose index modulo n is k. */
+  shard?: { index: number; count: number };
+  resume?: boolean;
+  /** An LPIPS TorchScript network (weights/export_lpips.py); without one the LPIPS column says n/a. */
+  lpipsNetwork?: string;
+  onItem?: (done: number, total: number, item: string) => void;
+}
+
+interface RunInfo {
+  model: Summary['model'];
+  methods: string[];
+  dtypes: string[];
+  lpipsNetwork: string | null;
+}
+
+const files = (out: string) => ({
+  results: path.join(out, 'results.jsonl'),
+  skipped: path.join(out, 'skipped.jsonl'),
+  run: path.join(out, 'run.json'),
+  reconstructions: path.join(out, 'reconstructions'),
+  grids: path.join(out, 'grids'),
+});
+
+/** Reads a JSON-lines file, dropping a last line cut short by a killed run (and cutting it from the file). */
+function readLines<T>(file: string): T[] {
+  if (!fs.existsSync(file)) return [];
+  const text = fs.readFileSync(file, 'utf8');
+  const complete = text.slice(0, text.lastIndexOf('\n') + 1);
+  if (complete.length !== text.length) fs.truncateSync(file, Buffer.byteLength(complete));
+  return complete.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as T);
+}
+
+/** One write of one whole line: a killed run leaves complete lines, or one cut-off line that readLines drops. */
+function appendLine(file: string, value: object): void {
+  fs.appendFileSync(file, `${JSON.stringify(value)}\n`);
+}
+
+export function listImages(dir: string, limit?: number, shard?: CompareOptions['shard']): string[] {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`easyinv: --images ${dir} is not a folder`);
+  const all = (fs.readdirSync(dir, { recursive: true }) as string[])
+    .filter((name) => !path.basename(name).startsWith('.') && fs.statSync(path.join(dir, name)).isFile())
+    .sort();
+  const limited = limit === undefined ? all : all.slice(0, limit);
+  return shard ? limited.filter((_, i) => i % shard.count === shard.index) : limited;
+}
+
+/** The bundle among `models` that runs in `dtype`. */
+export function bundleFor(models: string[], dtype: Dtype): string {
+  const found = models.find((dir) => {
+    const manifest = readManifest(dir);
+    return manifest.family === 'test' || (manifest.dtypes ?? [manifest.dtype]).includes(dtype);
+  });
+  if (!found) throw new Error(`easyinv: no bundle among ${models.join(', ')} runs in ${dtype}: export one (weights/export_sd.py --dtype ${dtype}) and pass both to --model`);
+  return found;
+}
+
+const stem = (image: string) => image.replace(/[\\/]/g, '__').replace(/\.[^.]+$/, '');
+
+async function measure(model: Model, net: Module | undefined, z0: Tensor, reference: Tensor, method: MethodName, steps: number,
+  options: CompareOptions): Promise<{ line: Omit<ResultLine, 'image' | 'dtype'>; image: Tensor }> {
+  const sampling = { steps, prompt: options.prompt ?? '', guidance: options.guidance ?? 1 };
+  addon.resetPeakMemory(model.device);
+  const inverted = await invert(model, z0, { ...options.methodOptions, ...sampling, method });
+  const peakMemoryBytes = addon.peakMemory(model.device);
+  const started = performance.now();
+  const latent = await reconstruct(model, inverted.latent, { ...sampling, offsets: inverted.offsets });
+  await addon.synchronize(model.device);
+  const reconstructSeconds = (performance.now() - started) / 1000;
+  const decoded = await model.decode(latent);
+  const image = await quantize(decoded);
+  const [p] = await psnr(image, reference);
+  const [s] = await ssim(image, reference);
+  const l = net ? (await lpips(image, reference, net))[0] : null;
+  inverted.dispose();
+  latent.dispose();
+  decoded.dispose();
+  return {
+    line: { method, steps, lpips: l, ssim: s, psnr: p, invertSeconds: inverted.seconds, reconstructSeconds, unetCalls: inverted.unetCalls, peakMemoryBytes },
+    image,
+  };
+}
+
+/** TorchScript optimises a module over its first calls; those calls must not count in the first image's time. */
+async function warmUp(model: Model): Promise<void> {
+  const { channels, size } = model.manifest.latent;
+  const z0 = await addon.Tensor.randn([1, channels, size, size], { seed: 0, device: model.device, dtype: model.dtype });
+  (await invert(model, z0, { method: 'ddim', steps: 3 })).dispose();
+  z0.dispose();
+}
+
+export async function compare(options: CompareOptions): Promise<Summary> {
+  const { out, methods, dtypes } = options;
+  const paths = files(out);
+  if (!options.resume && fs.existsSync(paths.results)) {
+    throw new Error(`easyinv: ${out} already holds results: pass --resume to continue that run, or choose another --out`);
+  }
+  if (dtypes.includes('float16') && (options.device ?? 'cpu') === 'cpu') {
+    throw new Error('easyinv: float16 needs CUDA: pass --device cuda, or --dtype float32 on the CPU');
+  }
+  fs.mkdirSync(paths.reconstructions, { recursive: true });
+  fs.mkdirSync(paths.grids, { recursive: true });
+  const images = listImages(options.images, options.limit, options.shard);
+  const done = new Set(readLines<ResultLine>(paths.results).map((l) => `${l.image}|${l.method}|${l.dtype}`));
+  const skipped = new Set(readLines<{ file: string }>(paths.skipped).map((s) => s.file));
+  const steps = options.steps ?? 50;
+  const stepsFor = (method: MethodName) => (method === 'fixed-point' ? options.fixedPointSteps ?? Math.min(steps, 20) : steps);
+  const total = images.length * dtypes.length * methods.length;
+  let finished = done.size;
+  let info: RunInfo | undefined;
+
+  for (const dtype of dtypes) {
+    const model = await loadModel(bundleFor(options.models, dtype), { device: options.device, dtype });
+    const net = options.lpipsNetwork ? await loadLpips(options.lpipsNetwork, { device: model.device }) : undefined;
+    await warmUp(model);
+    info ??= {
+      model: { name: model.manifest.name, family: model.family, device: model.device },
+      methods, dtypes, lpipsNetwork: options.lpipsNetwork ? path.basename(options.lpipsNetwork) : null,
+    };
+    fs.writeFileSync(paths.run, JSON.stringify(info, null, 2));
+    for (const image of images) {
+      const todo = methods.filter((m) => !done.has(`${image}|${m}|${dtype}`));
+      if (todo.length === 0) continue;
+      if (skipped.has(image)) {
+        finished += todo.length;
+        continue;
+      }
+      const file = path.join(options.images, image);
+      let z0: Tensor;
+      let reference: Tensor;
+      try {
+        const pixels = await readImage(file, { size: model.resolution, device: model.device });
+        reference = await quantize(pixels);
+        pixels.dispose();
+        z0 = await model.encodeImage(file);
+      } catch (error) {
+        appendLine(paths.skipped, { file: image, reason: (error as Error).message });
+        skipped.add(image);
+        finished += todo.length;
+        continue;
+      }
+      for (const method of todo) {
+        const { line, image: reconstruction } = await measure(model, net, z0, reference, method, stepsFor(method), options);
+        await writeImage(reconstruction, path.join(paths.reconstructions, `${stem(image)}-${dtype}-${method}.png`));
+        reconstruction.dispose();
+        appendLine(paths.results, { image, dtype, ...line });
+        done.add(`${image}|${method}|${dtype}`);
+        options.onItem?.(++finished, total, `${image} ${method} ${dtype}`);
+      }
+      await writeImageGrid(out, image, dtype, reference, methods);
+      z0.dispose();
+      reference.dispose();
+    }
+    net?.dispose();
+    model.dispose();
+  }
+  return writeSummary(out);
+}
+
+/** grids/<image>-<dtype>.png: the input beside each method's reconstruction, from the saved reconstructions. */
+async function writeImageGrid(out: string, image: string, dtype: string, reference: Tensor, methods: string[]): Promise<void> {
+  const { reconstructions, grids } = files(out);
+  const tiles = [{ image: reference, label: 'input' }];
+  for (const method of methods) {
+    tiles.push({ image: await readImage(path.join(reconstructions, `${stem(image)}-${dtype}-${method}.png`)), label: method });
+  }
+  await writeGrid(tiles, path.join(grids, `${stem(image)}-${dtype}.png`));
+  tiles.slice(1).forEach((t) => t.image.dispose());
+}
+
+/** Writes summary.json, summary.md and report.html from what the folder holds. */
+export function writeSummary(out: string): Summary {
+  const paths = files(out);
+  if (!fs.existsSync(paths.run)) throw new Error(`easyinv: ${out} holds no easyinv compare run (no run.json)`);
+  const info: RunInfo = JSON.parse(fs.readFileSync(paths.run, 'utf8'));
+  const summary = summarize(readLines<ResultLine>(paths.results), readLines(paths.skipped), info.model, info.lpipsNetwork,
+    { methods: info.methods, dtypes: info.dtypes });
+  fs.writeFileSync(path.join(out, 'summary.json'), JSON.stringify(summary, null, 2));
+  fs.writeFileSync(path.join(out, 'summary.md'), summaryMarkdown(summary));
+  const grids: Grid[] = fs.existsSync(paths.grids)
+    ? fs.readdirSync(paths.grids).sort().map((file) => {
+      const match = /^(.*)-(float16|float32)\.png$/.exec(file);
+      return { image: match?.[1] ?? file, dtype: match?.[2] ?? '', file: path.join('grids', file) };
+    })
+    : [];
+  fs.writeFileSync(path.join(out, 'report.html'), renderReport(summary, grids, out));
+  return summary;
+}
+
+/** Joins the results of several runs (shards) into `out`, with one summary. */
+export function mergeRuns(out: string, runs: string[]): Summary {
+  if (runs.length === 0) throw new Error('easyinv: merge needs the output folders of the runs to join');
+  const paths = files(out);
+  fs.mkdirSync(paths.grids, { recursive: true });
+  fs.mkdirSync(paths.reconstructions, { recursive: true });
+  const seen = new Set(readLines<ResultLine>(paths.results).map((l) => `${l.image}|${l.method}|${l.dtype}`));
+  const skipped = new Set(readLines<{ file: string }>(paths.skipped).map((s) => s.file));
+  let info: RunInfo | undefined;
+  for (const run of runs) {
+    const source = files(run);
+    if (!fs.existsSync(source.run)) throw new Error(`easyinv: ${run} holds no easyinv compare run (no run.json)`);
+    const runInfo: RunInfo = JSON.parse(fs.readFileSync(source.run, 'utf8'));
+    if (info && info.model.name !== runInfo.model.name) {
+      throw new Error(`easyinv: cannot merge runs of different models (${info.model.name}, ${runInfo.model.name})`);
+    }
+    info ??= runInfo;
+    for (const line of readLines<ResultLine>(source.results)) {
+      const key = `${line.image}|${line.method}|${line.dtype}`;
+      if (!seen.has(key)) appendLine(paths.results, line);
+      seen.add(key);
+    }
+    for (const entry of readLines<{ file: string; reason: string }>(source.skipped)) {
+      if (!skipped.has(entry.file)) appendLine(paths.skipped, entry);
+      skipped.add(entry.file);
+    }
+    for (const folder of ['grids', 'reconstructions'] as const) {
+      if (!fs.existsSync(source[folder])) continue;
+      for (const file of fs.readdirSync(source[folder])) fs.copyFileSync(path.join(source[folder], file), path.join(paths[folder], file));
+    }
+  }
+  fs.writeFileSync(paths.run, JSON.stringify(info, null, 2));
+  return writeSummary(out);
+}

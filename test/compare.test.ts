@@ -1,0 +1,117 @@
+import { spawn, execFile } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import sharp from 'sharp';
+import { promisify } from 'util';
+
+import type { ResultLine, Summary } from '../src/compare/types';
+import { withPage } from './helpers';
+
+const cli = path.join(__dirname, '..', 'dist', 'cli.js');
+const weights = path.join(__dirname, '..', 'weights');
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'easyinv-compare-'));
+afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
+
+// Three photos, a file that is not an image and a PNG cut short: two to report and skip.
+const images = path.join(scratch, 'images');
+fs.mkdirSync(images);
+for (const photo of ['astronaut.png', 'chelsea.png', 'coffee.png']) fs.copyFileSync(path.join(weights, 'photos', photo), path.join(images, photo));
+fs.writeFileSync(path.join(images, 'notes.txt'), 'not an image\n');
+fs.writeFileSync(path.join(images, 'broken.png'), fs.readFileSync(path.join(weights, 'photos', 'coffee.png')).subarray(0, 5000));
+
+const methods = ['ddim', 'easyinv', 'fixed-point'];
+const common = ['--model', path.join(weights, 'test-sdxl'), '--images', images, '--steps', '4', '--methods', methods.join(','), '--json'];
+const run = async (...args: string[]) => promisify(execFile)(process.execPath, [cli, 'compare', ...args]);
+const results = (out: string): ResultLine[] => fs.readFileSync(path.join(out, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+const summary = (out: string): Summary => JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8'));
+/** The summary without the timings, which differ from run to run. */
+const quality = (s: Summary) => ({
+  images: s.images,
+  skipped: s.skipped.map((k) => k.file).sort(),
+  rows: s.table2.map(({ method, dtype, steps, lpips, ssim, psnr, unetCalls }) => ({ method, dtype, steps, lpips, ssim, psnr, unetCalls })),
+});
+
+let whole: Summary;
+
+describe('easyinv compare', () => {
+  test('writes results, summaries, grids and a report, and reports the files it skipped', async () => {
+    const out = path.join(scratch, 'whole');
+    await run(...common, '--out', out);
+    const lines = results(out);
+    expect(lines).toHaveLength(3 * methods.length);
+    for (const line of lines) {
+      expect(line).toMatchObject({ dtype: 'float32', lpips: null, peakMemoryBytes: null });
+      expect(line.invertSeconds).toBeGreaterThan(0);
+      expect(line.reconstructSeconds).toBeGreaterThan(0);
+      expect(line.unetCalls).toBe(line.method === 'fixed-point' ? 24 : 4);
+    }
+    whole = summary(out);
+    expect(whole.images).toBe(3);
+    expect(whole.skipped.map((s) => s.file).sort()).toEqual(['broken.png', 'notes.txt']);
+    expect(whole.table1.map((r) => [r.method, r.ssim.count])).toEqual(methods.map((m) => [m, 3]));
+    expect(whole.paper).toBeNull();
+    const markdown = fs.readFileSync(path.join(out, 'summary.md'), 'utf8');
+    expect(markdown).toMatch(/## Table 1[\s\S]*\| ddim \| float32 \| 4 \| n\/a \| \d\.\d{3} ± \d\.\d{3} \|/);
+    expect(markdown).toMatch(/LPIPS: n\/a/);
+    expect(markdown).toMatch(/notes.txt: easyinv: cannot read image/);
+    const grids = fs.readdirSync(path.join(out, 'grids')).sort();
+    expect(grids).toEqual(['astronaut-float32.png', 'chelsea-float32.png', 'coffee-float32.png']);
+    expect((await sharp(path.join(out, 'grids', grids[0])).metadata()).width).toBeGreaterThan(4 * 128);
+
+    await withPage(path.join(out, 'report.html'), async (page, url) => {
+      await page.goto(url, { waitUntil: 'load' });
+      const loaded = await page.$$eval('img', (all) => all.map((img) => img.complete && img.naturalWidth > 0));
+      expect(loaded).toEqual([true, true, true]);
+      const { channels } = await sharp(await page.screenshot({ fullPage: true })).stats();
+      expect(Math.max(...channels.slice(0, 3).map((c) => c.stdev))).toBeGreaterThan(10);
+    });
+  }, 120_000);
+
+  test('a run killed with SIGKILL and resumed ends with exactly one line per item and the same summary', async () => {
+    const out = path.join(scratch, 'killed');
+    const child = spawn(process.execPath, [cli, 'compare', ...common, '--out', out]);
+    const file = path.join(out, 'results.jsonl');
+    while (!fs.existsSync(file) || fs.readFileSync(file, 'utf8').split('\n').length < 3) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.on('exit', resolve));
+    const before = results(out).length;
+    expect(before).toBeLessThan(3 * methods.length);
+    await expect(run(...common, '--out', out)).rejects.toThrow(/already holds results: pass --resume/);
+    await run(...common, '--out', out, '--resume');
+    const keys = results(out).map((l) => `${l.image}|${l.method}|${l.dtype}`);
+    expect(keys).toHaveLength(3 * methods.length);
+    expect(new Set(keys).size).toBe(keys.length);
+    expect(quality(summary(out))).toEqual(quality(whole));
+  }, 120_000);
+
+  test('shards split the images, and merge joins them into the same summary', async () => {
+    const shards = ['0/2', '1/2'].map((shard, i) => ({ shard, out: path.join(scratch, `shard${i}`) }));
+    await Promise.all(shards.map(({ shard, out }) => run(...common, '--out', out, '--shard', shard)));
+    const counts = shards.map(({ out }) => new Set(results(out).map((l) => l.image)).size);
+    expect(counts[0] + counts[1]).toBe(3);
+    const merged = path.join(scratch, 'merged');
+    await promisify(execFile)(process.execPath, [cli, 'merge', '--out', merged, ...shards.map((s) => s.out), '--json']);
+    expect(quality(summary(merged))).toEqual(quality(whole));
+    expect(fs.readdirSync(path.join(merged, 'grids'))).toHaveLength(3);
+  }, 120_000);
+
+  test('with an LPIPS network every line and the tables carry LPIPS', async () => {
+    const out = path.join(scratch, 'lpips');
+    await run(...common, '--out', out, '--limit', '1', '--lpips', path.join(weights, 'test-lpips', 'lpips.pt'));
+    for (const line of results(out)) expect(line.lpips).toBeGreaterThan(0);
+    const { lpipsNetwork, table1 } = summary(out);
+    expect(lpipsNetwork).toBe('lpips.pt');
+    for (const row of table1) expect(row.lpips?.count).toBe(1);
+  }, 60_000);
+
+  test('bad runs are clear errors', async () => {
+    await expect(run(...common, '--out', path.join(scratch, 'half'), '--dtype', 'float16')).rejects.toThrow(/float16 needs CUDA/);
+    await expect(run(...common, '--out', path.join(scratch, 'x'), '--shard', '2/2')).rejects.toThrow(/--shard must be K\/N with 0 <= K < N/);
+    await expect(run(...common, '--out', path.join(scratch, 'y'), '--methods', 'ddim,magic')).rejects.toThrow(/--methods takes a comma-separated list of/);
+    await expect(run('--model', path.join(weights, 'test-sdxl'), '--images', path.join(scratch, 'none'), '--out', path.join(scratch, 'z')))
+      .rejects.toThrow(/--images .* is not a folder/);
+  });
+});
