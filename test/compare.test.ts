@@ -115,3 +115,19 @@ describe('easyinv compare', () => {
       .rejects.toThrow(/--images .* is not a folder/);
   });
 });
+
+describe('easyinv bench', () => {
+  test('times each method and the bare UNet, per batch size, beside the Python loop', async () => {
+    const { stdout } = await promisify(execFile)(process.execPath, [cli, 'bench', '--model', path.join(weights, 'test-sdxl'),
+      '--steps', '3', '--repeats', '1', '--batches', '1,2', '--methods', 'ddim,easyinv,fixed-point', '--json']);
+    const { rows, python } = JSON.parse(stdout);
+    expect(rows.map((r: { method: string }) => r.method)).toEqual(['ddim', 'easyinv', 'fixed-point', 'unet-forward']);
+    for (const row of rows.slice(0, 3)) {
+      expect(row.seconds).toBeGreaterThan(0);
+      expect(Object.keys(row.imagesPerSecond)).toEqual(['1', '2']);
+      expect(row.peakMemoryBytes).toBeNull(); // the CPU keeps no account of peak memory
+    }
+    expect(rows[2].unetCalls).toBe(3 * 6);
+    if (python) expect(rows[0].pythonSeconds).toBeGreaterThan(0);
+  }, 120_000);
+});

@@ -19,16 +19,12 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import export_lpips as ex  # noqa: E402
+import argparse_testing  # noqa: E402
 import make_test_lpips as tiny  # noqa: E402
 
 
 def parse_error(argv) -> str:
-    """The message argparse prints when parse_args(argv) exits with status 2."""
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr), unittest.TestCase().assertRaises(SystemExit) as raised:
-        ex.parse_args(argv)
-    assert raised.exception.code == 2, raised.exception.code
-    return stderr.getvalue()
+    return argparse_testing.parse_error(ex.parse_args, argv)
 
 
 def images(batch, size=32, seed=0):

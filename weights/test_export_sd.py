@@ -20,6 +20,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import export_sd as ex  # noqa: E402
+import argparse_testing  # noqa: E402
 
 SD14_SCHEDULER = {  # CompVis/stable-diffusion-v1-4 scheduler/scheduler_config.json
     "_class_name": "PNDMScheduler", "_diffusers_version": "0.7.0.dev0", "beta_end": 0.012,
@@ -39,12 +40,7 @@ SDXL_VAE = {"block_out_channels": [128, 256, 512, 512], "latent_channels": 4, "s
 
 
 def parse_error(argv) -> str:
-    """The message argparse prints when parse_args(argv) exits with status 2."""
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr), unittest.TestCase().assertRaises(SystemExit) as raised:
-        ex.parse_args(argv)
-    assert raised.exception.code == 2, raised.exception.code
-    return stderr.getvalue()
+    return argparse_testing.parse_error(ex.parse_args, argv)
 
 
 # ---------------------------------------------------------------------------------------------------------------
