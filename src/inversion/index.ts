@@ -129,7 +129,7 @@ async function runOn<T>(
   phase: 'invert' | 'reconstruct',
   body: (run: Run, start: Tensor, transitions: { inversion: Transition[]; sampling: Transition[] }) => Promise<T>,
   keep: (result: T) => Tensor[],
-): Promise<{ result: T; unetCalls: number; seconds: number }> {
+): Promise<{ result: T; unetCalls: number; seconds: number; steps: number }> {
   const { steps, prompt, negativePrompt, guidance } = checkSampling(options);
   if (!isTensor(latent)) fail('the latent must be a Tensor');
   const expected = [model.manifest.latent.channels, model.manifest.latent.size, model.manifest.latent.size];
@@ -146,7 +146,7 @@ async function runOn<T>(
     await addon.synchronize(model.device);
     const seconds = run.seconds();
     run.finish(keep(result));
-    return { result, unetCalls: run.unetCalls, seconds };
+    return { result, unetCalls: run.unetCalls, seconds, steps };
   } catch (error) {
     run.finish([]);
     throw error;
@@ -161,14 +161,14 @@ export async function invert(model: Model, z0: Tensor, options: InvertOptions = 
   if (!Object.hasOwn(methods, name)) fail(`unknown method ${JSON.stringify(name)}: use one of ${methodNames.join(', ')}`);
   const settings = methodOptions(model, name, options);
   const method = methods[name] as InversionMethod<object>;
-  const { result, unetCalls, seconds } = await runOn<MethodResult>(
+  const { result, unetCalls, seconds, steps } = await runOn<MethodResult>(
     model, z0, options, name, 'invert',
     (run, start, schedule) => method(run, start, schedule.inversion, settings),
     (result) => [result.latent, ...(result.offsets ?? [])],
   );
   const { latent, offsets } = result;
   return {
-    latent, offsets, method: name, steps: options.steps ?? 50, unetCalls, seconds,
+    latent, offsets, method: name, steps, unetCalls, seconds,
     dispose: () => [latent, ...(offsets ?? [])].forEach((t) => t.dispose()),
   };
 }
