@@ -5,7 +5,7 @@
 const path = require('path');
 const { invert, loadModel, methodNames, Tensor } = require('..');
 
-const steps = 50, rounds = 7;
+const steps = 50, rounds = 15;
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
 (async () => {
