@@ -169,7 +169,10 @@ Napi::Value TensorWrap::FromArray(const Napi::CallbackInfo& info) {
   c10::ScalarType dtype = info[0].IsTypedArray() ? host.scalar_type() : at::kFloat;
   DeviceDtypeArg(info, 2, device, dtype);
   try {
-    return Wrap(env, host.to(device, dtype));
+    if (device.is_cpu()) return Wrap(env, host.to(dtype));
+    // A copy from pageable memory would wait for every kernel queued on the device, on the JS thread. From pinned
+    // memory it is queued behind them instead, and LibTorch's pinned allocator keeps the buffer until it is done.
+    return Wrap(env, host.to(dtype).pin_memory().to(device, dtype, /*non_blocking=*/true));
   } catch (const c10::Error& e) {
     throw Napi::Error::New(env, std::string("easyinv: Tensor.fromArray failed: ") + e.what_without_backtrace());
   }
