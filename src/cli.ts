@@ -261,8 +261,10 @@ async function demoCommand(flags: Flags): Promise<void> {
   const outDir = flags.out ?? 'easyinv-demo';
   const steps = number(flags, 'steps') ?? 50;
   const model = await openModel(flags, modelDir);
-  const reference = await quantize(await readImage(imageFile, { size: model.resolution, device: model.device }));
-  const z0 = await model.encodeImage(imageFile);
+  const reference = await readImage(imageFile, { size: model.resolution, device: model.device }); // 8-bit already
+  const scaled = await reference.affine(2, -1);
+  const z0 = await model.encodeImage(scaled);
+  scaled.dispose();
   const tiles = [{ image: reference, label: 'input' }];
   const rows: DemoRow[] = [];
   for (const method of methodNames) {
@@ -270,13 +272,13 @@ async function demoCommand(flags: Flags): Promise<void> {
     const n = method === 'fixed-point' ? Math.min(steps, 20) : steps;
     const result = await invert(model, z0, { method, steps: n, onProgress: progressBar(flags, `invert ${method}`) });
     const latent = await reconstruct(model, result.latent, { steps: n, offsets: result.offsets, onProgress: progressBar(flags, `reconstruct ${method}`) });
-    const image = await quantize(await model.decode(latent));
+    const decoded = await model.decode(latent);
+    const image = await quantize(decoded);
     const [p] = await psnr(image, reference);
     const [s] = await ssim(image, reference);
     rows.push({ method, steps: n, psnr: p, ssim: s, unetCalls: result.unetCalls, invertSeconds: result.seconds });
     tiles.push({ image, label: `${method} ${p.toFixed(2)} dB` });
-    result.dispose();
-    latent.dispose();
+    [result, latent, decoded].forEach((t) => t.dispose());
   }
   fs.mkdirSync(outDir, { recursive: true });
   const picture = path.join(outDir, 'demo.png');

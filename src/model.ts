@@ -144,21 +144,20 @@ export class Model {
     const encoder = this.parts.vaeEncoder;
     if (!encoder) throw bundleError(this.dir, 'has no VAE encoder, so it takes latents, not images');
     const size = this.resolution;
-    let image: Tensor;
+    let source: Tensor;
     if (typeof input === 'string') {
       const pixels = await readImage(input, { ...options, size, device: this.device });
-      image = await pixels.affine(2, -1);
+      source = await pixels.affine(2, -1);
       pixels.dispose();
+    } else if (!isTensor(input) || input.shape.length !== 4 || input.shape[1] !== 3 || input.shape[2] !== size || input.shape[3] !== size) {
+      throw new RangeError(`easyinv: an image Tensor for this model has shape [B, 3, ${size}, ${size}] and values in [-1, 1]`);
     } else {
-      if (!isTensor(input) || input.shape.length !== 4 || input.shape[1] !== 3 || input.shape[2] !== size || input.shape[3] !== size) {
-        throw new RangeError(`easyinv: an image Tensor for this model has shape [B, 3, ${size}, ${size}] and values in [-1, 1]`);
-      }
-      image = await input.to({ device: this.device, dtype: this.dtype });
+      source = input;
     }
-    const typed = await image.to({ dtype: this.dtype });
+    const typed = await source.to({ device: this.device, dtype: this.dtype });
     const mean = (await encoder.forward(typed)) as Tensor;
     const latent = await mean.affine(this.manifest.latent.scaling_factor, 0);
-    disposeAll([image, typed, mean]);
+    disposeAll([source === input ? undefined : source, typed, mean]);
     return latent;
   }
 

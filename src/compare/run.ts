@@ -161,10 +161,11 @@ export async function compare(options: CompareOptions): Promise<Summary> {
       let z0: Tensor;
       let reference: Tensor;
       try {
-        const pixels = await readImage(file, { size: model.resolution, device: model.device });
-        reference = await quantize(pixels);
-        pixels.dispose();
-        z0 = await model.encodeImage(file);
+        // 8-bit pixels: already what a quantised reconstruction is compared with; read once, encoded from memory
+        reference = await readImage(file, { size: model.resolution, device: model.device });
+        const scaled = await reference.affine(2, -1);
+        z0 = await model.encodeImage(scaled);
+        scaled.dispose();
       } catch (error) {
         appendLine(paths.skipped, { file: image, reason: (error as Error).message });
         skipped.add(image);

@@ -176,10 +176,10 @@ export async function invert(model: Model, z0: Tensor, options: InvertOptions = 
 /** DDIM sampling from z_T back to a clean latent with the same steps, prompt and guidance (and stored offsets). */
 export async function reconstruct(model: Model, zT: Tensor, options: ReconstructOptions = {}): Promise<Tensor> {
   const { offsets } = options;
-  if (offsets !== undefined && offsets.length !== (options.steps ?? 50)) {
-    fail(`offsets has ${offsets.length} entries but there are ${options.steps ?? 50} steps`);
-  }
   const { result } = await runOn<Tensor>(model, zT, options, 'ddim', 'reconstruct', async (run, start, schedule) => {
+    if (offsets !== undefined && offsets.length !== schedule.sampling.length) {
+      fail(`offsets has ${offsets.length} entries but there are ${schedule.sampling.length} steps`);
+    }
     let z = start;
     for (const step of schedule.sampling) {
       const eps = await run.eps(z, step.timestep);
