@@ -39,6 +39,16 @@ Napi::Value OutputToJs(Napi::Env env, const c10::IValue& value) {
                                   ", which easyinv cannot pass to JS");
 }
 
+// As Python's nn.Module.to(dtype): C++'s Module::to(dtype) would also convert integer buffers (CLIP's int64
+// position_ids), which then fail as embedding indices.
+void ConvertFloatingTensors(torch::jit::Module& module, c10::ScalarType dtype) {
+  auto convert = [dtype](at::Tensor tensor) {
+    if (tensor.is_floating_point() && tensor.scalar_type() != dtype) tensor.set_data(tensor.to(dtype));
+  };
+  for (const auto& parameter : module.parameters()) convert(parameter);
+  for (const auto& buffer : module.buffers()) convert(buffer);
+}
+
 }  // namespace
 
 Napi::Function ModuleWrap::Define(Napi::Env env) {
@@ -72,9 +82,9 @@ Napi::Value ModuleWrap::Load(const Napi::CallbackInfo& info) {
   DeviceDtypeArg(info, 1, device, dtype);
   if (!c10::isFloatingType(dtype)) ThrowType(env, "a module's dtype must be a floating type, not " + DtypeName(dtype));
   auto work = [path, device, dtype] {
-    c10::InferenceMode normal_tensors(false);  // parameters must stay ordinary tensors for Module::to
+    c10::InferenceMode normal_tensors(false);  // parameters must stay ordinary tensors for set_data
     auto module = std::make_shared<torch::jit::Module>(torch::jit::load(path, device));
-    module->to(dtype);
+    ConvertFloatingTensors(*module, dtype);
     module->eval();
     return LoadedModule{module, path, device, dtype};
   };

@@ -85,6 +85,33 @@ interface Parts {
   tokenizers: ClipTokenizer[];
 }
 
+/** The PyTorch version that wrote the bundle's TorchScript files (export_sd.py records it), if known. */
+export function writerVersion(manifest: Manifest): string | undefined {
+  const torch = (manifest.export as { torch?: unknown } | undefined)?.torch;
+  return typeof torch === 'string' ? torch : undefined;
+}
+
+const versionParts = (version: string) => (version.match(/^(\d+)\.(\d+)(?:\.(\d+))?/) ?? []).slice(1).map((n) => Number(n ?? 0));
+
+/** Compares release numbers (major.minor.patch), ignoring local tags such as +cpu. */
+export function compareVersions(a: string, b: string): number {
+  const [x, y] = [versionParts(a), versionParts(b)];
+  for (let i = 0; i < 3; i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0);
+  return 0;
+}
+
+// TorchScript written by a newer PyTorch often fails to load in an older LibTorch (new operators, new format), with
+// messages that name neither version.
+async function explainWriterVersion(dir: string, manifest: Manifest, error: Error): Promise<Error> {
+  const writer = writerVersion(manifest);
+  const { libtorch } = await addon.capabilities();
+  if (writer === undefined || compareVersions(writer, libtorch) <= 0) return error;
+  return bundleError(dir, `was written by PyTorch ${writer}, newer than this build's LibTorch ${libtorch}, and did not load. ` +
+    `Re-export it with PyTorch ${libtorch.replace(/^(\d+\.\d+).*/, '$1')} or older, or rebuild easyinv against ` +
+    `a LibTorch at least as new (LIBTORCH_USE_PYTORCH=1 npm rebuild easyinv, with that PyTorch in python3).\n` +
+    `LibTorch said: ${error.message}`);
+}
+
 export class Model {
   readonly unet: Module;
   private readonly parts: Parts;
@@ -117,7 +144,9 @@ export class Model {
     const load = (name?: string) => (name === undefined ? undefined : loadModule(path.join(dir, name), { device, dtype }));
     const [unet, vaeEncoder, vaeDecoder, ...textEncoders] = await Promise.all([
       load(files.unet), load(files.vae_encoder), load(files.vae_decoder), load(files.text_encoder), load(files.text_encoder_2),
-    ]);
+    ]).catch(async (error: Error) => {
+      throw await explainWriterVersion(dir, manifest, error);
+    });
     const tokenizers = [files.tokenizer, files.tokenizer_2].flatMap((name) => (name ? [loadTokenizer(path.join(dir, name))] : []));
     const encoders = textEncoders.filter((m): m is Module => m !== undefined);
     if (encoders.length > tokenizers.length) throw bundleError(dir, 'has a text encoder without its tokenizer');

@@ -55,6 +55,16 @@ describe('TorchScript modules', () => {
     expect(Array.from(await sums.toArray())).toEqual([6, 15]);
   });
 
+  test.each(['float32', 'float16'] as const)('integer buffers keep their dtype in a %s placement (CLIP position_ids)', async (dtype) => {
+    const positions = await loadModule(weights('positions.pt'), { device: 'cpu', dtype });
+    const ids = [[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]];
+    const out = (await positions.forward(Tensor.fromArray(ids.flat(), [2, 5], { dtype: 'int64' }))) as Tensor;
+    expect(out.dtype).toBe(dtype);
+    expect(out.shape).toEqual([2, 5, 4]);
+    const expected = ids.flatMap((row) => row.flatMap((id, j) => Array(4).fill(id + j / 2)));
+    expect(Array.from(await out.toArray())).toEqual(expected);
+  });
+
   describe('errors', () => {
     test('a missing file', async () => {
       await expect(loadModule(path.join(scratch, 'missing.pt'))).rejects.toThrow(/TorchScript file not found: .*missing\.pt/);
@@ -104,19 +114,25 @@ describe('TorchScript modules', () => {
     });
 
     test('a CUDA device that is not there', async () => {
-      const { cuda, devices } = await capabilities();
+      const { cuda, cudaBuild, devices } = await capabilities();
       const missing = cuda ? `cuda:${devices.length}` : 'cuda';
-      await expect(loadModule(weights('conv_unet.pt'), { device: missing })).rejects.toThrow(
-        cuda ? /does not exist/ : /CUDA is not available: this build links a CPU-only LibTorch/,
-      );
+      const why = cudaBuild ? /CUDA is not available: this build links a CUDA LibTorch, but no CUDA device or driver is visible/
+        : /CUDA is not available: this build links a CPU-only LibTorch/;
+      await expect(loadModule(weights('conv_unet.pt'), { device: missing })).rejects.toThrow(cuda ? /does not exist/ : why);
     });
 
-    test('a float16 convolution on the CPU says float16 needs CUDA', async () => {
+    test('a float16 convolution on the CPU runs where LibTorch has the kernels, else says float16 needs CUDA', async () => {
+      const { devices } = await capabilities();
       const half = await loadModule(weights('conv_unet.pt'), { device: 'cpu', dtype: 'float16' });
       expect(half.dtype).toBe('float16');
       const { sample, timestep, cond } = await unetInputs();
       const forward = half.forward(await sample.to({ dtype: 'float16' }), timestep, await cond.to({ dtype: 'float16' }));
-      await expect(forward).rejects.toThrow(/^easyinv: float16 needs CUDA: module .* Load it with \{ dtype: 'float32' \} on 'cpu', or on 'cuda'/);
+      if (devices[0].dtypes.includes('float16')) {
+        const eps = await (await forward as Tensor).toArray();
+        expect(maxAbsDifference(eps, reference.conv_unet.eps)).toBeLessThan(2e-2 * Math.max(...reference.conv_unet.eps.map(Math.abs)));
+      } else {
+        await expect(forward).rejects.toThrow(/^easyinv: float16 needs CUDA: module .* Load it with \{ dtype: 'float32' \} on 'cpu', or on 'cuda'/);
+      }
     });
 
     test('a disposed input tensor', async () => {

@@ -5,7 +5,8 @@ They have the real signatures (SPEC section 3) and the real kinds of layers with
 timestep embedding, residual blocks with GroupNorm, self- and cross-attention over the text condition, a down and an
 up path with a skip (SDXL: plus the pooled text embedding and time_ids); a VAE whose encoder halves the side three
 times and whose decoder doubles it three times; CLIP-like text encoders with 77 positions, causal self-attention,
-final LayerNorm (SDXL: two encoders, penultimate states, pooled projection at the end-of-text token).
+final LayerNorm (SDXL: two encoders, penultimate states, pooled projection at the end-of-text token), and CLIP's
+int64 position_ids buffer.
 
 The UNet and text encoders have seeded random weights. The VAE's convolutions get designed weights instead (2x2
 averaging down, nearest-neighbour up, a colour map in and out), so that decode(encode(image)) is a faithful, blurred
@@ -168,14 +169,17 @@ class TextEncoder(nn.Module):
     def __init__(self, width: int, layers: int = 2, heads: int = 2, projection: int = 0):
         super().__init__()
         self.vocab = VOCAB
-        self.token, self.position = nn.Embedding(VOCAB, width), nn.Parameter(0.01 * torch.randn(77, width))
+        self.token, self.position = nn.Embedding(VOCAB, width), nn.Embedding(77, width)
+        nn.init.normal_(self.position.weight, std=0.01)
+        # As CLIP's: an int64 buffer, which a dtype conversion must leave alone (it indexes the embedding).
+        self.register_buffer("position_ids", torch.arange(77).expand(1, -1), persistent=False)
         self.layers = nn.ModuleList([EncoderLayer(width, heads) for _ in range(layers)])
         self.final_norm = nn.LayerNorm(width)
         self.projection = nn.Linear(width, max(projection, 1), bias=False)
 
     def hidden_states(self, ids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         n = ids.shape[1]
-        x = self.token(ids % self.vocab) + self.position[None, :n]
+        x = self.token(ids % self.vocab) + self.position(self.position_ids[:, :n])
         mask = torch.full((n, n), float("-inf"), device=ids.device).triu(1).to(x.dtype)
         penultimate = x
         for layer in self.layers:

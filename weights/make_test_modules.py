@@ -67,6 +67,22 @@ class Pair(nn.Module):
         return x * 2, x.sum(dim=-1)
 
 
+class Positions(nn.Module):
+    """CLIP's embedding layout: an int64 position_ids buffer indexes a float table. Designed weights give an analytic
+    output: ids[b, j] + j / 2 in every channel."""
+
+    def __init__(self, width: int = 4, positions: int = 77):
+        super().__init__()
+        self.token, self.position = nn.Embedding(100, width), nn.Embedding(positions, width)
+        with torch.no_grad():
+            self.token.weight.copy_(torch.arange(100.0)[:, None].expand(-1, width))
+            self.position.weight.copy_(torch.arange(positions)[:, None].expand(-1, width) / 2)
+        self.register_buffer("position_ids", torch.arange(positions).expand(1, -1), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.token(ids) + self.position(self.position_ids[:, : ids.shape[1]])
+
+
 def seeded_randn(shape, seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
@@ -86,7 +102,7 @@ def reference(unet: torch.jit.ScriptModule) -> dict:
 def main() -> None:
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
-    modules = {"conv_unet": ConvUNet(), "slow_chain": SlowChain(), "pair": Pair()}
+    modules = {"conv_unet": ConvUNet(), "slow_chain": SlowChain(), "pair": Pair(), "positions": Positions()}
     for name, module in modules.items():
         scripted = torch.jit.script(module.eval())
         path = os.path.join(OUT, f"{name}.pt")

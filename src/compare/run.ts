@@ -128,7 +128,11 @@ export async function compare(options: CompareOptions): Promise<Summary> {
     throw new Error(`easyinv: ${out} already holds results: pass --resume to continue that run, or choose another --out`);
   }
   if (dtypes.includes('float16') && (options.device ?? 'cpu') === 'cpu') {
-    throw new Error('easyinv: float16 needs CUDA: pass --device cuda, or --dtype float32 on the CPU');
+    const { libtorch, devices } = await addon.capabilities();
+    if (!devices[0].dtypes.includes('float16')) {
+      throw new Error(`easyinv: float16 needs CUDA here: LibTorch ${libtorch} has no float16 convolution on the CPU ` +
+        '(LibTorch 2.x has): pass --device cuda, or --dtype float32');
+    }
   }
   fs.mkdirSync(paths.reconstructions, { recursive: true });
   fs.mkdirSync(paths.grids, { recursive: true });
