@@ -3,7 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
 
-import { invert, loadModel, readImage, Tensor } from '../src';
+import { capabilities, invert, loadModel, readImage, Tensor } from '../src';
 
 const weights = path.join(__dirname, '..', 'weights');
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'easyinv-bad-'));
@@ -49,6 +49,18 @@ describe('bad bundles', () => {
     const dir = bundleCopy('test-sd1');
     fs.unlinkSync(path.join(dir, 'vae_decoder.pt'));
     await expect(loadModel(dir)).rejects.toThrow(/lacks its vae_decoder file vae_decoder.pt/);
+  });
+
+  test('a module that fails to load names the newer PyTorch that wrote it', async () => {
+    const { libtorch } = await capabilities();
+    const written = (torch: string) => {
+      const dir = bundleCopy('test-sd1', (m) => (m.export = { torch }));
+      fs.writeFileSync(path.join(dir, 'unet.pt'), fs.readFileSync(path.join(dir, 'unet.pt')).subarray(0, 1000));
+      return dir;
+    };
+    await expect(loadModel(written('99.1.0+cpu'))).rejects.toThrow(
+      new RegExp(`was written by PyTorch 99\\.1\\.0\\+cpu, newer than this build's LibTorch ${libtorch.replace(/\./g, '\\.')}[^]*Re-export it with PyTorch \\d+\\.\\d+ or older[^]*LibTorch said: .*not a TorchScript archive`));
+    await expect(loadModel(written(libtorch))).rejects.toThrow(/^easyinv: cannot load '.*unet\.pt': .* is not a TorchScript archive/);
   });
 
   test('a bundle traced for cuda, asked for on the cpu', async () => {
