@@ -49,8 +49,9 @@ struct Probe {
 Probe ProbeDevices() {
   std::vector<c10::Device> devices = {c10::Device(c10::kCPU)};
   if (torch::cuda::is_available()) {
-    for (size_t i = 0; i < torch::cuda::device_count(); ++i) {
-      devices.emplace_back(c10::kCUDA, static_cast<c10::DeviceIndex>(i));
+    const auto count = static_cast<c10::DeviceIndex>(torch::cuda::device_count());
+    for (c10::DeviceIndex i = 0; i < count; ++i) {
+      devices.emplace_back(c10::kCUDA, i);
     }
   }
   std::vector<DeviceInfo> infos;
@@ -124,7 +125,7 @@ Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
 // Peak bytes the CUDA caching allocator handed out on `device` since the last reset; null on the CPU, which keeps
 // no such account.
 Napi::Value PeakMemory(const Napi::CallbackInfo& info) {
-  c10::Device device = ParseDevice(info.Env(), info[0]);
+  [[maybe_unused]] c10::Device device = ParseDevice(info.Env(), info[0]);
 #ifdef EASYINV_CUDA
   if (device.is_cuda()) {
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
@@ -135,7 +136,7 @@ Napi::Value PeakMemory(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value ResetPeakMemory(const Napi::CallbackInfo& info) {
-  c10::Device device = ParseDevice(info.Env(), info[0]);
+  [[maybe_unused]] c10::Device device = ParseDevice(info.Env(), info[0]);
 #ifdef EASYINV_CUDA
   if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
 #endif

@@ -109,6 +109,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--vae", default=None,
                         help="an AutoencoderKL checkpoint to use instead of the model's own VAE "
                              "(e.g. madebyollin/sdxl-vae-fp16-fix for SDXL in float16)")
+    parser.add_argument("--name", default=None,
+                        help="the bundle's name in its manifest (default: --model)")
     parser.add_argument("--check-batch", type=int, default=2, help="batch size of the check input (default: 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the example and check inputs (default: 0)")
     args = parser.parse_args(argv)
@@ -522,7 +524,7 @@ def export(args, checkpoint=None) -> dict:
               "may not catch it. For SDXL use --vae madebyollin/sdxl-vae-fp16-fix", file=sys.stderr)
 
     dtype, device = getattr(torch, args.dtype), torch.device(args.device)
-    manifest_args = dict(family=family, name=args.model, device=args.device, dtype=args.dtype,
+    manifest_args = dict(family=family, name=getattr(args, "name", None) or args.model, device=args.device, dtype=args.dtype,
                          resolution=resolution, unet_config=checkpoint.unet_config,
                          vae_config=checkpoint.vae_config, scheduler_config=checkpoint.scheduler_config)
     base = build_manifest(**manifest_args, files={}, check={}, versions={}, random_weights=args.random_weights)

@@ -176,6 +176,7 @@ class ParseArgsTest(unittest.TestCase):
         self.assertIsNone(args.modules)
         self.assertFalse(args.random_weights)
         self.assertEqual(args.check_batch, 2)
+        self.assertIsNone(args.name)
 
     def test_dtype_defaults_to_the_device(self):
         self.assertEqual(ex.parse_args(["--model", "m", "--out", "o"]).dtype, "float16")
@@ -518,6 +519,7 @@ class ExportTest(unittest.TestCase):
             manifest, checkpoint = self.run_export(out, "sd1")
             self.assertEqual(checkpoint.loaded, list(ex.MODULES["sd1"]))
             self.assertEqual(manifest["family"], "sd1")
+            self.assertEqual(manifest["name"], "fake/sd1")  # --model without --name
             self.assertEqual((manifest["device"], manifest["dtype"], manifest["resolution"]), ("cpu", "float32", 32))
             self.assertEqual(manifest["latent"], {"channels": 4, "size": 4, "scaling_factor": 0.18215})
             self.assertEqual(manifest["cond_shape"], [77, 12])
@@ -557,6 +559,11 @@ class ExportTest(unittest.TestCase):
             self.assertEqual(checkpoint.loaded, ["unet"])
             self.assertEqual(again["files"], manifest["files"])
             self.assertEqual(again["check"], manifest["check"])
+
+    def test_name(self):
+        with tempfile.TemporaryDirectory() as out:
+            manifest, _ = self.run_export(out, "sd1", "--modules", "unet", "--name", "easyinv/diffusers-sd1")
+            self.assertEqual(manifest["name"], "easyinv/diffusers-sd1")
 
     def test_family_mismatch_and_refused_modules(self):
         with tempfile.TemporaryDirectory() as out:
