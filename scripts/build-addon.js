@@ -93,7 +93,9 @@ function fromSystem() {
   const config = systemConfigDirs.find((dir) => fs.existsSync(path.join(dir, 'TorchConfig.cmake')));
   if (!config) return undefined;
   const prefix = path.resolve(config, '..', '..', '..');
-  return { how: `system package (${config})`, prefix, version: configVersion(config), libDir: prefix, nvidia: [] };
+  const libDir = [path.resolve(config, '..', '..'), path.join(prefix, 'lib')]
+    .find((dir) => fs.existsSync(path.join(dir, 'libtorch.so'))) ?? prefix;
+  return { how: `system package (${config})`, prefix, version: configVersion(config), libDir, nvidia: [] };
 }
 
 function installSystemPackage() {
@@ -209,7 +211,7 @@ try {
   throw error;
 }
 log(`building against LibTorch ${torch.version ?? '(version unknown)'} from ${torch.how}`);
-const stamp = JSON.stringify({ how: torch.how, version: torch.version, defines: torch.defines });
+const stamp = JSON.stringify({ how: torch.how, version: torch.version, libDir: torch.libDir, defines: torch.defines });
 cleanBuildFolderIfChanged(stamp);
 const args = ['compile', ...Object.entries(torch.defines).map(([key, value]) => `--CD${key}=${value}`)];
 const cmakeJs = require.resolve('cmake-js/bin/cmake-js');

@@ -15,6 +15,8 @@ import os
 import torch
 from torch import nn
 
+from torchscript_file import save_without_sources
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHANNELS, SIZE, COND = 4, 8, (77, 8)
 SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
@@ -65,7 +67,7 @@ class MixtureNoise(nn.Module):
 def write_bundle(name: str, module: nn.Module, description: str) -> None:
     folder = os.path.join(HERE, name)
     os.makedirs(folder, exist_ok=True)
-    torch.jit.script(module.eval()).save(os.path.join(folder, "unet.pt"))
+    save_without_sources(torch.jit.script(module.eval()), os.path.join(folder, "unet.pt"))
     manifest = {
         "format": "easyinv-bundle/1", "family": "test", "name": f"easyinv/{name}", "description": description,
         "device": "cpu", "dtype": "float32", "resolution": SIZE * 8,

@@ -35,9 +35,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import zipfile
 
 import torch
+
+from torchscript_file import strip_sources
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIP_TOKENIZER = os.path.join(HERE, "clip", "tokenizer.json")
@@ -168,16 +169,6 @@ def build(family, diffusers, transformers, seed):
         unet=unet, scheduler=scheduler, force_zeros_for_empty_prompt=True)
 
 
-def strip_debug_records(path):
-    """Rewrites a TorchScript zip without its *.debug_pkl records (source lines and file paths)."""
-    temporary = path + ".tmp"
-    with zipfile.ZipFile(path) as source, zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED) as target:
-        for info in source.infolist():
-            if not info.filename.endswith(".debug_pkl"):
-                target.writestr(info, source.read(info.filename))
-    os.replace(temporary, path)
-
-
 def compact_json(path):
     """Rewrites a tokenizer JSON without the indentation that tokenizers' save adds (3.6 MB -> 2 MB): the same
     content."""
@@ -229,7 +220,7 @@ def main(argv=None):
                 manifest = json.load(file)
             for name in manifest["files"].values():
                 if name.endswith(".pt"):
-                    strip_debug_records(os.path.join(out, name))
+                    strip_sources(os.path.join(out, name))
                 elif name.endswith(".json"):
                     compact_json(os.path.join(out, name))
             for name in ("text_encoder", "text_encoder_2"):

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from torchscript_file import save_without_sources
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
              "steps_offset": 1, "set_alpha_to_one": False, "timestep_spacing": "leading"}
@@ -261,7 +263,7 @@ def identity(conv: nn.Conv2d) -> None:
 
 
 def save(folder: str, name: str, module: nn.Module) -> str:
-    torch.jit.script(module.eval()).save(os.path.join(folder, name))
+    save_without_sources(torch.jit.script(module.eval()), os.path.join(folder, name))
     return name
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from export_lpips import LpipsWrapper  # noqa: E402
+from torchscript_file import save_without_sources  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "test-lpips", "lpips.pt")
 CHANNELS = (4, 8, 12, 16, 16)  # VGG16's taps have 64, 128, 256, 512, 512
@@ -104,7 +105,7 @@ def build(seed: int = 0) -> LpipsWrapper:
 def main() -> None:
     scripted = torch.jit.script(build())
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    torch.jit.save(scripted, OUT)
+    save_without_sources(scripted, OUT)
     print(f"wrote {OUT} ({os.path.getsize(OUT)} bytes)")
 
 

@@ -12,6 +12,8 @@ import os
 import torch
 from torch import nn
 
+from torchscript_file import save_without_sources
+
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "test")
 
 
@@ -106,7 +108,7 @@ def main() -> None:
     for name, module in modules.items():
         scripted = torch.jit.script(module.eval())
         path = os.path.join(OUT, f"{name}.pt")
-        scripted.save(path)
+        save_without_sources(scripted, path)
         print(f"wrote {path} ({os.path.getsize(path)} bytes)")
     path = os.path.join(OUT, "reference.json")
     with open(path, "w") as file:

@@ -17,6 +17,8 @@ export interface BenchOptions {
   steps?: number;
   repeats?: number;
   batches?: number[];
+  /** The methods timed at the batch sizes above 1 (default: all): full-size models cannot afford every pair. */
+  batchMethods?: MethodName[];
   /** The Python interpreter with torch for the reference loop; undefined: look for python3, then skip. */
   python?: string;
 }
@@ -95,7 +97,7 @@ export async function bench(options: BenchOptions, onRow?: (row: BenchRow) => vo
       const n = method === 'fixed-point' ? Math.min(steps, 20) : steps;
       const timing = await timeInversion(model, single, method, n, repeats);
       const imagesPerSecond: Record<number, number> = { 1: 1 / timing.seconds };
-      for (const batch of batches.filter((b) => b !== 1)) {
+      for (const batch of batches.filter((b) => b !== 1 && (options.batchMethods ?? options.methods).includes(method))) {
         const z0 = await latents(batch);
         imagesPerSecond[batch] = batch / (await timeInversion(model, z0, method, n, Math.max(1, Math.floor(repeats / 2)))).seconds;
         z0.dispose();
