@@ -26,6 +26,12 @@ std::string Describe(const Napi::Value& value) {
 
 }  // namespace
 
+std::string ShapeText(c10::IntArrayRef shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + "]";
+}
+
 void ThrowType(Napi::Env env, const std::string& message) {
   throw Napi::TypeError::New(env, "easyinv: " + message);
 }
@@ -99,10 +105,19 @@ std::vector<int64_t> ShapeArg(const Napi::CallbackInfo& info, size_t index, cons
   for (uint32_t i = 0; i < array.Length(); ++i) {
     Napi::Value item = array.Get(i);
     double size = item.IsNumber() ? item.As<Napi::Number>().DoubleValue() : -1;
-    if (size < 0 || size != static_cast<double>(static_cast<int64_t>(size))) {
+    if (!(size >= 0 && size < 0x1p63) || size != static_cast<double>(static_cast<int64_t>(size))) {
       ThrowType(info.Env(), std::string(name) + rule);
     }
     shape.push_back(static_cast<int64_t>(size));
+  }
+  // Sizes whose product overflows int64 would pass the element count check of the data (the product wraps) and
+  // then make LibTorch throw from a place no JS caller can catch.
+  int64_t elements = 1;
+  for (int64_t size : shape) {
+    if (size != 0 && __builtin_mul_overflow(elements, size, &elements)) {
+      throw Napi::RangeError::New(info.Env(), std::string("easyinv: ") + name + " " + ShapeText(shape) +
+                                                  " has more elements than a tensor can hold (2^63)");
+    }
   }
   return shape;
 }

@@ -13,6 +13,7 @@ c10::Device ParseDevice(Napi::Env env, const Napi::Value& value);
 std::string DeviceName(const c10::Device& device);
 c10::ScalarType ParseDtype(Napi::Env env, const Napi::Value& value);
 std::string DtypeName(c10::ScalarType dtype);
+std::string ShapeText(c10::IntArrayRef shape);
 
 [[noreturn]] void ThrowType(Napi::Env env, const std::string& message);
 std::string StringArg(const Napi::CallbackInfo& info, size_t index, const char* name);

@@ -10,12 +10,6 @@
 namespace easyinv {
 namespace {
 
-std::string ShapeText(c10::IntArrayRef shape) {
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
-  return text + "]";
-}
-
 Napi::Value TensorValue(Napi::Env env, const at::Tensor& tensor) { return TensorWrap::Wrap(env, tensor); }
 
 Napi::Value TensorArray(Napi::Env env, const std::vector<at::Tensor>& tensors) {

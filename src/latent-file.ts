@@ -50,7 +50,12 @@ export function loadLatents(file: string, device = 'cpu'): LatentFile {
     if (8 + size + end > data.length) fail(`tensor ${name} is cut short`);
     const bytes = data.subarray(8 + size + start, 8 + size + end);
     const values = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
-    tensors[name] = addon.Tensor.fromArray(values, shape, { device });
+    try {
+      tensors[name] = addon.Tensor.fromArray(values, shape, { device });
+    } catch (error) {
+      Object.values(tensors).forEach((tensor) => tensor.dispose());
+      fail(`tensor ${name}: ${(error as Error).message.replace(/^easyinv: /, '')}`);
+    }
   }
   return { tensors, metadata };
 }

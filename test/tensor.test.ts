@@ -1,4 +1,8 @@
-import { Tensor } from '../src';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { loadLatents, Tensor } from '../src';
 import { maxAbsDifference, weights } from './helpers';
 
 const reference = require(weights('reference.json'));
@@ -108,6 +112,16 @@ describe('Tensor', () => {
     expect(Math.abs((await large.std()) - 1)).toBeLessThan(0.02);
   });
 
+  test('a .safetensors header with an overflowing shape is a clear error', () => {
+    const header = Buffer.from(JSON.stringify({ latent: { dtype: 'F32', shape: [2 ** 62, 4], data_offsets: [0, 0] } }));
+    const size = Buffer.alloc(8);
+    size.writeBigUInt64LE(BigInt(header.length));
+    const file = path.join(os.tmpdir(), `easyinv-overflow-${process.pid}.safetensors`);
+    fs.writeFileSync(file, Buffer.concat([size, header]));
+    expect(() => loadLatents(file)).toThrow(/cannot read latents from .*: tensor latent: shape \[4611686018427387904, 4\] has more elements/);
+    fs.unlinkSync(file);
+  });
+
   test('dispose is idempotent and any later use is a clear error', async () => {
     const t = Tensor.fromArray([1, 2], [2]);
     t.dispose();
@@ -126,6 +140,11 @@ describe('Tensor', () => {
     expect(() => Tensor.fromArray([1, 'x'] as never, [2])).toThrow(/element 1 is not a number/);
     expect(() => Tensor.fromArray([1, 2, 3], [2, 2])).toThrow('data has 3 elements but shape [2, 2] needs 4');
     expect(() => Tensor.fromArray([1], [1.5])).toThrow(/shape must be an array of non-negative integers/);
+    expect(() => Tensor.fromArray([1], [2 ** 63])).toThrow(/shape must be an array of non-negative integers/);
+    // Element counts that overflow int64 wrap to a small number that the data would match.
+    expect(() => Tensor.fromArray([], [2 ** 62, 4])).toThrow('shape [4611686018427387904, 4] has more elements than a tensor can hold');
+    expect(() => Tensor.fromArray(new Float32Array(0), [2 ** 32, 2 ** 32])).toThrow(/has more elements than a tensor can hold/);
+    expect(() => Tensor.randn([2 ** 32, 2 ** 32], { seed: 0 })).toThrow(/has more elements than a tensor can hold/);
     expect(() => Tensor.fromArray([1], [1], { dtype: 'float8' as never })).toThrow(/unknown dtype 'float8'/);
     expect(() => Tensor.fromArray([1], [1], { device: 'gpu' })).toThrow("unknown device 'gpu'");
     expect(() => Tensor.randn([2], {} as never)).toThrow(/numeric seed/);
