@@ -307,9 +307,12 @@ def random_init_(model, seed=0):
 
 def build(family, device="cpu", dtype=torch.float32, seed=0):
     """The model with seeded random weights, allocated directly in dtype on device (no float32 copy)."""
-    with torch.device("meta"):
-        model = UNet2DConditionModel(family)
-    model = model.to(dtype).to_empty(device=device)
+    if hasattr(torch.device, "__enter__"):  # torch >= 2.0: no float32 CPU copy at all
+        with torch.device("meta"):
+            model = UNet2DConditionModel(family)
+        model = model.to(dtype).to_empty(device=device)
+    else:
+        model = UNet2DConditionModel(family).to(device=device, dtype=dtype)
     return random_init_(model, seed).eval().requires_grad_(False)
 
 
