@@ -5,7 +5,7 @@ import * as path from 'path';
 
 import { readImage, type Fit } from './image';
 import { loadModule, Module } from './module';
-import { addon, isTensor, type Dtype, type Tensor } from './native';
+import { addon, isTensor, type Dtype, type ModuleOutput, type Tensor } from './native';
 import type { SchedulerConfig } from './schedule';
 import { loadTokenizer, type ClipTokenizer } from './tokenizer';
 
@@ -50,6 +50,13 @@ export interface PromptEncoding {
 }
 
 const disposeAll = (tensors: (Tensor | undefined)[]) => tensors.forEach((t) => t?.dispose());
+
+/** Frees every tensor in a module's output, however nested. */
+function disposeOutput(output: ModuleOutput): void {
+  if (isTensor(output)) output.dispose();
+  else if (Array.isArray(output)) output.forEach(disposeOutput);
+  else if (output !== null && typeof output === 'object') Object.values(output).forEach(disposeOutput);
+}
 
 function bundleError(dir: string, problem: string): Error {
   return new Error(`easyinv: the bundle at ${dir} ${problem}`);
@@ -282,7 +289,19 @@ export class Model {
     const added = condition.textEmbeds && condition.timeIds ? [condition.textEmbeds, condition.timeIds] : [];
     const eps = this.unet.forward(latents, timesteps, condition.states, ...added);
     timesteps.dispose(); // the queued forward keeps its own reference
-    return (await eps) as Tensor;
+    return this.checkNoise(await eps, latents);
+  }
+
+  // A wrong output must not reach the step: a tuple has no tensor methods, and a [B, 1, h, w] one would broadcast.
+  private checkNoise(output: ModuleOutput, latents: Tensor): Tensor {
+    const same = isTensor(output) && output.shape.length === latents.shape.length &&
+      output.shape.every((size, i) => size === latents.shape[i]);
+    if (same) return output as Tensor;
+    const what = isTensor(output) ? `a tensor of shape [${output.shape.join(', ')}]`
+      : Array.isArray(output) ? `an array of ${output.length} values` : `a ${typeof output}`;
+    disposeOutput(output);
+    throw new Error(`easyinv: the UNet of ${this.dir} returned ${what}; a noise prediction is one tensor of the ` +
+      `latents' shape [${latents.shape.join(', ')}] (export with weights/export_sd.py, which unwraps diffusers' outputs)`);
   }
 
   dispose(): void {

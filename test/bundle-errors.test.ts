@@ -3,7 +3,8 @@ import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
 
-import { capabilities, invert, loadModel, readImage, Tensor } from '../src';
+import { capabilities, invert, liveTensors, loadModel, readImage, Tensor } from '../src';
+import { settledLiveTensors } from './helpers';
 
 const weights = path.join(__dirname, '..', 'weights');
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'easyinv-bad-'));
@@ -61,6 +62,21 @@ describe('bad bundles', () => {
     await expect(loadModel(written('99.1.0+cpu'))).rejects.toThrow(
       new RegExp(`was written by PyTorch 99\\.1\\.0\\+cpu, newer than this build's LibTorch ${libtorch.replace(/\./g, '\\.')}[^]*Re-export it with PyTorch \\d+\\.\\d+ or older[^]*LibTorch said: .*not a TorchScript archive`));
     await expect(loadModel(written(libtorch))).rejects.toThrow(/^easyinv: cannot load '.*unet\.pt': .* is not a TorchScript archive/);
+  });
+
+  test.each([
+    ['tuple_unet.pt', /returned an array of 2 values; a noise prediction is one tensor of the latents' shape \[1, 4, 32, 32\]/],
+    ['one_channel_unet.pt', /returned a tensor of shape \[1, 1, 32, 32\]; a noise prediction is one tensor of the latents' shape \[1, 4, 32, 32\]/],
+  ])('a UNet whose output is not one noise tensor (%s) is a clear error, and nothing leaks', async (unet, message) => {
+    const dir = bundleCopy('test-sd1', (m) => (m.files.unet = unet));
+    fs.copyFileSync(path.join(weights, 'test', unet), path.join(dir, unet));
+    const model = await loadModel(dir);
+    const z0 = await Tensor.randn([1, 4, 32, 32], { seed: 0 });
+    const before = await settledLiveTensors();
+    await expect(invert(model, z0, { method: 'ddim', steps: 2 })).rejects.toThrow(message);
+    expect(liveTensors()).toBeLessThanOrEqual(before); // counted before any collection: the output was disposed
+    z0.dispose();
+    model.dispose();
   });
 
   test('a bundle traced for cuda, asked for on the cpu', async () => {

@@ -85,6 +85,20 @@ class Positions(nn.Module):
         return self.token(ids) + self.position(self.position_ids[:, : ids.shape[1]])
 
 
+class TupleUNet(nn.Module):
+    """A noise predictor with the UNet signature that returns a tuple, as a diffusers UNet does with return_dict."""
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor):
+        return sample * 0.5, cond
+
+
+class OneChannelUNet(nn.Module):
+    """A noise predictor with the UNet signature whose output has one channel: it would broadcast in the step."""
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return sample[:, :1] * 0.5
+
+
 def seeded_randn(shape, seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
@@ -104,7 +118,8 @@ def reference(unet: torch.jit.ScriptModule) -> dict:
 def main() -> None:
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
-    modules = {"conv_unet": ConvUNet(), "slow_chain": SlowChain(), "pair": Pair(), "positions": Positions()}
+    modules = {"conv_unet": ConvUNet(), "slow_chain": SlowChain(), "pair": Pair(), "positions": Positions(),
+               "tuple_unet": TupleUNet(), "one_channel_unet": OneChannelUNet()}
     for name, module in modules.items():
         scripted = torch.jit.script(module.eval())
         path = os.path.join(OUT, f"{name}.pt")
