@@ -49,13 +49,13 @@ export interface PromptEncoding {
   pooled?: Tensor;
 }
 
-const disposeAll = (tensors: (Tensor | undefined)[]) => tensors.forEach((t) => t?.dispose());
+type Owned = ModuleOutput | undefined | Owned[];
 
-/** Frees every tensor in a module's output, however nested. */
-function disposeOutput(output: ModuleOutput): void {
-  if (isTensor(output)) output.dispose();
-  else if (Array.isArray(output)) output.forEach(disposeOutput);
-  else if (output !== null && typeof output === 'object') Object.values(output).forEach(disposeOutput);
+/** Frees every tensor in a value (a module's output, a list of tensors), however nested; skips the rest. */
+function disposeAll(value: Owned): void {
+  if (isTensor(value)) value.dispose();
+  else if (Array.isArray(value)) value.forEach(disposeAll);
+  else if (value !== null && typeof value === 'object') Object.values(value).forEach(disposeAll);
 }
 
 function bundleError(dir: string, problem: string): Error {
@@ -299,7 +299,7 @@ export class Model {
     if (same) return output as Tensor;
     const what = isTensor(output) ? `a tensor of shape [${output.shape.join(', ')}]`
       : Array.isArray(output) ? `an array of ${output.length} values` : `a ${typeof output}`;
-    disposeOutput(output);
+    disposeAll(output);
     throw new Error(`easyinv: the UNet of ${this.dir} returned ${what}; a noise prediction is one tensor of the ` +
       `latents' shape [${latents.shape.join(', ')}] (export with weights/export_sd.py, which unwraps diffusers' outputs)`);
   }
