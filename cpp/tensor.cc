@@ -206,6 +206,10 @@ Napi::Value TensorWrap::WeightedSum(const Napi::CallbackInfo& info) {
     weights.push_back(array.Get(i).As<Napi::Number>().DoubleValue());
   }
   auto work = [tensors, weights] {
+    for (size_t i = 1; i < tensors.size(); ++i) {  // add_ would broadcast [1, 3] into [2, 3] without a word
+      TORCH_CHECK(tensors[i].sizes() == tensors[0].sizes(), "the tensors must have one size: tensors[", i, "] has size ",
+                  ShapeText(tensors[i].sizes()), ", tensors[0] ", ShapeText(tensors[0].sizes()));
+    }
     at::ScalarType type = tensors[0].scalar_type();
     for (const auto& tensor : tensors) type = at::promote_types(type, tensor.scalar_type());
     at::Tensor sum = tensors[0].to(type) * weights[0];

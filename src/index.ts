@@ -2,8 +2,10 @@ import { addon } from './native';
 
 export type { Capabilities, Device, DeviceCapabilities, Dtype, ModuleOutput, Placement, TypedData } from './native';
 export { Module, loadModule } from './module';
-export { Model, loadModel, readManifest } from './model';
-export type { Condition, Family, Manifest, ModelOptions, PromptEncoding } from './model';
+export { Model, loadModel } from './model';
+export type { Condition, ModelOptions, PromptEncoding } from './model';
+export { readManifest } from './manifest';
+export type { Family, Manifest } from './manifest';
 export { invert, reconstruct, methodNames } from './inversion';
 export type { InversionResult, InvertOptions, MethodName, Progress, ProgressCallback, ReconstructOptions } from './inversion';
 export { loadLpips, lpips, psnr, ssim } from './metrics';

@@ -4,28 +4,11 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { readImage, type Fit } from './image';
+import { bundleError, compareVersions, readManifest, writerVersion, type Family, type Manifest } from './manifest';
 import { loadModule, Module } from './module';
 import { addon, isTensor, type Dtype, type ModuleOutput, type Tensor } from './native';
 import type { SchedulerConfig } from './schedule';
 import { loadTokenizer, type ClipTokenizer } from './tokenizer';
-
-export type Family = 'sd1' | 'sdxl' | 'test';
-
-export interface Manifest {
-  format: 'easyinv-bundle/1';
-  family: Family;
-  name: string;
-  device: 'cuda' | 'cpu';
-  dtype: 'float16' | 'float32';
-  resolution: number;
-  latent: { channels: number; size: number; scaling_factor: number };
-  cond_shape: [number, number];
-  scheduler: SchedulerConfig;
-  /** The dtypes the modules run in, when more than the traced one (scripted modules convert cleanly). */
-  dtypes?: string[];
-  files: { unet: string; [module: string]: string };
-  [unknown: string]: unknown;
-}
 
 export interface ModelOptions {
   device?: string;
@@ -58,53 +41,12 @@ function disposeAll(value: Owned): void {
   else if (value !== null && typeof value === 'object') Object.values(value).forEach(disposeAll);
 }
 
-function bundleError(dir: string, problem: string): Error {
-  return new Error(`easyinv: the bundle at ${dir} ${problem}`);
-}
-
-export function readManifest(dir: string): Manifest {
-  const file = path.join(dir, 'manifest.json');
-  if (!fs.existsSync(file)) throw bundleError(dir, 'has no manifest.json (make bundles with weights/export_sd.py)');
-  let manifest: Manifest;
-  try {
-    manifest = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (error) {
-    throw bundleError(dir, `has a manifest.json that is not valid JSON: ${(error as Error).message}`);
-  }
-  if (manifest?.format !== 'easyinv-bundle/1') {
-    throw bundleError(dir, `has manifest format ${JSON.stringify(manifest?.format)}; expected "easyinv-bundle/1"`);
-  }
-  if (!['sd1', 'sdxl', 'test'].includes(manifest.family)) {
-    throw bundleError(dir, `has an unknown family ${JSON.stringify(manifest.family)}; expected sd1, sdxl or test`);
-  }
-  if (typeof manifest.files?.unet !== 'string') throw bundleError(dir, 'names no unet file in manifest.json "files"');
-  for (const [role, name] of Object.entries(manifest.files)) {
-    if (!fs.existsSync(path.join(dir, name))) throw bundleError(dir, `lacks its ${role} file ${name}`);
-  }
-  return manifest;
-}
-
 interface Parts {
   unet: Module;
   vaeEncoder?: Module;
   vaeDecoder?: Module;
   textEncoders: Module[];
   tokenizers: ClipTokenizer[];
-}
-
-/** The PyTorch version that wrote the bundle's TorchScript files (export_sd.py records it), if known. */
-export function writerVersion(manifest: Manifest): string | undefined {
-  const torch = (manifest.export as { torch?: unknown } | undefined)?.torch;
-  return typeof torch === 'string' ? torch : undefined;
-}
-
-const versionParts = (version: string) => (version.match(/^(\d+)\.(\d+)(?:\.(\d+))?/) ?? []).slice(1).map((n) => Number(n ?? 0));
-
-/** Compares release numbers (major.minor.patch), ignoring local tags such as +cpu. */
-export function compareVersions(a: string, b: string): number {
-  const [x, y] = [versionParts(a), versionParts(b)];
-  for (let i = 0; i < 3; i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0);
-  return 0;
 }
 
 // TorchScript written by a newer PyTorch often fails to load in an older LibTorch (new operators, new format), with

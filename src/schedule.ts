@@ -90,6 +90,13 @@ export function makeSchedule(config: SchedulerConfig, steps: number): Schedule {
   const at = (t: number) => (t >= 0 ? alphaBar[t] : final);
   const delta = Math.floor(config.num_train_timesteps / steps);
   const timesteps = samplingTimesteps(config, steps);
+  const outside = timesteps.find((t) => t < 0 || t >= config.num_train_timesteps);
+  if (outside !== undefined) {
+    const most = Math.max(...Array.from({ length: config.num_train_timesteps }, (_, i) => i + 1)
+      .filter((n) => samplingTimesteps(config, n).every((t) => t >= 0 && t < config.num_train_timesteps)));
+    throw new RangeError(`easyinv: ${steps} steps with steps_offset ${config.steps_offset} (${config.timestep_spacing} ` +
+      `spacing) reach timestep ${outside}, outside the schedule's 0..${config.num_train_timesteps - 1}: use at most ${most} steps`);
+  }
   const sampling = timesteps.map((t, index) => ({ index, timestep: t, from: at(t), to: at(t - delta) }));
   const inversion = [...timesteps].reverse().map((t, index) => ({ index, timestep: t, from: at(t - delta), to: at(t) }));
   return { config, steps, timesteps, inversion, sampling };

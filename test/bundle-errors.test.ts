@@ -38,12 +38,32 @@ describe('bad bundles', () => {
     const dir = bundleCopy('test-sd1');
     fs.writeFileSync(path.join(dir, 'manifest.json'), '{ "format": ');
     await expect(loadModel(dir)).rejects.toThrow(/has a manifest.json that is not valid JSON/);
+    fs.writeFileSync(path.join(dir, 'manifest.json'), '[1, 2]');
+    await expect(loadModel(dir)).rejects.toThrow(/has a manifest.json that easyinv cannot use:\n  - is not a JSON object/);
   });
 
   test('a manifest of another format or family', async () => {
-    await expect(loadModel(bundleCopy('test-sd1', (m) => (m.format = 'other/2')))).rejects.toThrow(/manifest format "other\/2"; expected "easyinv-bundle\/1"/);
-    await expect(loadModel(bundleCopy('test-sd1', (m) => (m.family = 'sd3')))).rejects.toThrow(/unknown family "sd3"/);
-    await expect(loadModel(bundleCopy('test-sd1', (m) => delete m.files.unet))).rejects.toThrow(/names no unet file/);
+    await expect(loadModel(bundleCopy('test-sd1', (m) => (m.format = 'other/2')))).rejects.toThrow(/"format" is "other\/2"; expected "easyinv-bundle\/1"/);
+    await expect(loadModel(bundleCopy('test-sd1', (m) => (m.family = 'sd3')))).rejects.toThrow(/"family" is "sd3"; expected sd1, sdxl or test/);
+    await expect(loadModel(bundleCopy('test-sd1', (m) => delete m.files.unet))).rejects.toThrow(/"files.unet" is missing; expected the UNet's file name/);
+  });
+
+  test.each([
+    ['no latent', (m: any) => delete m.latent, /"latent.channels" is missing[^]*"latent.size" is missing[^]*"latent.scaling_factor" is missing/],
+    ['no scheduler', (m: any) => delete m.scheduler, /"scheduler.num_train_timesteps" is missing; expected a positive integer/],
+    ['a latent size given as a string', (m: any) => (m.latent.size = '8'), /"latent.size" is "8"; expected a positive integer/],
+    ['a negative latent size', (m: any) => (m.latent.size = -8), /"latent.size" is -8; expected a positive integer/],
+    ['a negative resolution', (m: any) => (m.resolution = -64), /"resolution" is -64; expected a positive integer/],
+    ['a cosine schedule', (m: any) => (m.scheduler.beta_schedule = 'cosine'), /"scheduler.beta_schedule" is "cosine"; expected "scaled_linear" or "linear"/],
+    ['a negative steps_offset', (m: any) => (m.scheduler.steps_offset = -20), /"scheduler.steps_offset" is -20; expected a non-negative integer/],
+    ['a fractional steps_offset', (m: any) => (m.scheduler.steps_offset = 0.5), /"scheduler.steps_offset" is 0.5/],
+    ['a steps_offset past the schedule', (m: any) => (m.scheduler.steps_offset = 5000), /"scheduler.steps_offset" is 5000; expected less than num_train_timesteps \(1000\)/],
+    ['an unknown spacing', (m: any) => (m.scheduler.timestep_spacing = 'bogus'), /"scheduler.timestep_spacing" is "bogus"/],
+    ['no training timesteps', (m: any) => (m.scheduler.num_train_timesteps = 0), /"scheduler.num_train_timesteps" is 0; expected a positive integer/],
+    ['a file name that is a number', (m: any) => (m.files.vae_encoder = 5), /"files.vae_encoder" is 5; expected a file name/],
+  ])('a manifest with %s names the field and its form', async (_, edit, message) => {
+    const dir = bundleCopy('test-sd1', (m) => edit(m));
+    await expect(loadModel(dir)).rejects.toThrow(message);
   });
 
   test('a missing module file', async () => {

@@ -3,7 +3,7 @@
 import * as path from 'path';
 
 import { capabilities, loadLatents, loadModel, loadModule, readManifest, Tensor } from '../src';
-import { compareVersions, writerVersion } from '../src/model';
+import { compareVersions, writerVersion } from '../src/manifest';
 
 const { compareWithDiffusers } = require('../bench/diffusers.js');
 

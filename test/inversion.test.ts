@@ -197,6 +197,26 @@ describe('inversion behaviour', () => {
     await expect(invert(model, z0, { prompt: 'a cat' })).rejects.toThrow(/has no text encoder, so it takes no prompt/);
     await expect(reconstruct(model, z0, { steps: 10, offsets: [] })).rejects.toThrow('offsets has 0 entries but there are 10 steps');
   });
+
+  test('inputs that would give a wrong answer without a word are errors', async () => {
+    const before = liveTensors();
+    await expect(invert(model, z0, { guidance: Infinity })).rejects.toThrow('guidance must be finite, not Infinity');
+    // leading spacing with steps_offset 1: 1000 steps would evaluate the UNet at timestep 1000, past the schedule
+    await expect(invert(model, z0, { steps: 1000 })).rejects.toThrow(
+      '1000 steps with steps_offset 1 (leading spacing) reach timestep 1000, outside the schedule\'s 0..999: use at most 999 steps');
+    const small = await Tensor.randn([1, 1, 8, 8], { seed: 1 });
+    const offsets = [small, small];
+    await expect(reconstruct(model, z0, { steps: 2, offsets })).rejects.toThrow(
+      "offsets[0] has shape [1, 1, 8, 8]; each offset is a tensor of the latent's shape [2, 4, 8, 8]");
+    small.dispose();
+    const values = new Float32Array(512).fill(0.5);
+    values[7] = NaN;
+    const poisoned = Tensor.fromArray(values, [2, 4, 8, 8]);
+    await expect(invert(model, poisoned, { method: 'ddim', steps: 4 })).rejects.toThrow(
+      /^easyinv: the inversion \(ddim, 4 steps\) produced NaN values/);
+    poisoned.dispose();
+    expect(liveTensors()).toBe(before);
+  });
 });
 
 describe('ReNoise noise regularisation', () => {

@@ -154,5 +154,7 @@ describe('Tensor', () => {
     expect(() => new (Tensor as any)()).toThrow(/cannot be constructed directly/);
     await expect(Tensor.weightedSum([Tensor.fromArray([1, 2], [2]), Tensor.fromArray([1, 2, 3], [3])], [1, 1]))
       .rejects.toThrow(/Tensor.weightedSum failed: .*size/);
+    await expect(Tensor.weightedSum([Tensor.fromArray([1, 2, 3, 4, 5, 6], [2, 3]), Tensor.fromArray([1, 2, 3], [1, 3])], [1, 1]))
+      .rejects.toThrow(/Tensor.weightedSum failed: the tensors must have one size: tensors\[1\] has size \[1, 3\], tensors\[0\] \[2, 3\]/);
   });
 });

@@ -1,5 +1,6 @@
 // invert() and reconstruct(): options, defaults and the run around one method.
-import type { Family, Model } from '../model';
+import type { Family } from '../manifest';
+import type { Model } from '../model';
 import { addon, isTensor, type Tensor } from '../native';
 import { makeSchedule, type Transition } from '../schedule';
 import { ddim } from './ddim';
@@ -80,6 +81,7 @@ function checkSampling(options: SamplingOptions): Required<Pick<SamplingOptions,
   const { steps = 50, prompt = '', negativePrompt = '', guidance = 1 } = options;
   if (!Number.isInteger(steps) || steps < 1) fail(`steps must be an integer >= 1, not ${steps}`);
   if (typeof guidance !== 'number' || !(guidance >= 0)) fail(`guidance must be a number >= 0, not ${guidance}`);
+  if (guidance === Infinity) fail('guidance must be finite, not Infinity');
   if (typeof prompt !== 'string' || typeof negativePrompt !== 'string') fail('prompt and negativePrompt must be strings');
   return { steps, prompt, negativePrompt, guidance };
 }
@@ -120,6 +122,18 @@ function definedOnly<T extends object>(object: T): Partial<T> {
   return Object.fromEntries(Object.entries(object).filter(([, value]) => value !== undefined)) as Partial<T>;
 }
 
+// Checked once at the end rather than per step, so that no step waits for the device: a NaN or Inf anywhere in the
+// loop reaches the result.
+async function checkFinite(tensors: Tensor[], what: string): Promise<void> {
+  for (const tensor of tensors) {
+    const mean = await tensor.mean();
+    if (!Number.isFinite(mean)) {
+      fail(`the ${what} produced ${Number.isNaN(mean) ? 'NaN' : 'infinite'} values: the UNet overflowed (float16 on a ` +
+        'model that needs float32?) or its inputs are not finite');
+    }
+  }
+}
+
 /** Runs `body` over the model's schedule and condition; frees everything but the result, also on error or abort. */
 async function runOn<T>(
   model: Model,
@@ -145,6 +159,7 @@ async function runOn<T>(
     const result = await body(run, start, schedule);
     await addon.synchronize(model.device);
     const seconds = run.seconds();
+    await checkFinite(keep(result), `${phase === 'invert' ? 'inversion' : 'reconstruction'} (${method}, ${steps} steps)`);
     run.finish(keep(result));
     return { result, unetCalls: run.unetCalls, seconds, steps };
   } catch (error) {
@@ -179,6 +194,11 @@ export async function reconstruct(model: Model, zT: Tensor, options: Reconstruct
   const { result } = await runOn<Tensor>(model, zT, options, 'ddim', 'reconstruct', async (run, start, schedule) => {
     if (offsets !== undefined && offsets.length !== schedule.sampling.length) {
       fail(`offsets has ${offsets.length} entries but there are ${schedule.sampling.length} steps`);
+    }
+    const wrong = offsets?.findIndex((o) => !isTensor(o) || o.shape.join() !== start.shape.join()) ?? -1;
+    if (wrong >= 0) {
+      const what = isTensor(offsets![wrong]) ? `has shape [${offsets![wrong].shape.join(', ')}]` : 'is not a Tensor';
+      fail(`offsets[${wrong}] ${what}; each offset is a tensor of the latent's shape [${start.shape.join(', ')}]`);
     }
     let z = start;
     for (const step of schedule.sampling) {

@@ -18,9 +18,13 @@ export interface ReNoiseOptions {
  */
 export const renoise: InversionMethod<ReNoiseOptions> = async (run, z0, steps, options) => {
   const { iterations, average: [from, to], regularization, seed } = options;
-  // One noise for every sample (broadcast), so that a batch gets what its samples get one by one.
-  const noise = regularization &&
-    run.own(await addon.Tensor.randn([1, ...z0.shape.slice(1)], { seed, device: z0.device, dtype: z0.dtype }));
+  // One noise for every sample, so that a batch gets what its samples get one by one.
+  let noise: Tensor | null = null;
+  if (regularization) {
+    const one = await addon.Tensor.randn([1, ...z0.shape.slice(1)], { seed, device: z0.device, dtype: z0.dtype });
+    noise = run.own(await addon.Tensor.cat(Array(z0.shape[0]).fill(one)));
+    one.dispose();
+  }
   let z = z0;
   for (const step of steps) {
     let target: Tensor | undefined;
