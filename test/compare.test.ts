@@ -88,6 +88,55 @@ describe('easyinv compare', () => {
     expect(quality(summary(out))).toEqual(quality(whole));
   }, 120_000);
 
+  const copyRun = (name: string) => {
+    const out = path.join(scratch, name);
+    fs.cpSync(path.join(scratch, 'whole'), out, { recursive: true });
+    return out;
+  };
+  const keysOf = (out: string) => results(out).map((l) => `${l.image}|${l.method}|${l.dtype}`);
+
+  test('a second run on the same folder is refused while the first holds it, and a dead run\'s lock is taken over', async () => {
+    const out = path.join(scratch, 'locked');
+    const child = spawn(process.execPath, [cli, 'compare', ...common, '--out', out]);
+    while (!fs.existsSync(path.join(out, 'lock'))) await new Promise((resolve) => setTimeout(resolve, 20));
+    await expect(run(...common, '--out', out, '--resume')).rejects.toThrow(
+      new RegExp(`is in use by another compare run \\(process ${child.pid}, started`));
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.on('exit', resolve));
+    expect(fs.existsSync(path.join(out, 'lock'))).toBe(true); // SIGKILL leaves it behind
+    await run(...common, '--out', out, '--resume');
+    expect(keysOf(out)).toHaveLength(3 * methods.length);
+    expect(new Set(keysOf(out)).size).toBe(3 * methods.length);
+    expect(fs.existsSync(path.join(out, 'lock'))).toBe(false);
+  }, 120_000);
+
+  test('a resume with other settings is refused, naming each difference', async () => {
+    const out = copyRun('other-settings');
+    const steps2 = common.map((arg, i) => (common[i - 1] === '--steps' ? '2' : arg));
+    await expect(run(...steps2, '--out', out, '--resume', '--guidance', '2')).rejects.toThrow(
+      /--resume with other settings than the run in .* would mix two runs' results:\n  - steps: \{"ddim":4,"easyinv":4,"fixed-point":4\} in the run, \{"ddim":2,"easyinv":2,"fixed-point":2\} now\n  - guidance: 1 in the run, 2 now/);
+    expect(results(out)).toHaveLength(3 * methods.length);
+  });
+
+  test('a resume completes a grid that a kill left unwritten, and recovers from a corrupt line losing only it', async () => {
+    const out = copyRun('repair');
+    fs.unlinkSync(path.join(out, 'grids', 'chelsea-float32.png'));
+    const lines = fs.readFileSync(path.join(out, 'results.jsonl'), 'utf8').split('\n');
+    const lost = JSON.parse(lines[1]);
+    lines[1] = '\0'.repeat(lines[1].length);
+    fs.writeFileSync(path.join(out, 'results.jsonl'), lines.join('\n'));
+    const { stderr } = await run(...common, '--out', out, '--resume');
+    expect(stderr).toMatch(/results.jsonl line 2 is corrupt \(not JSON\); dropped it from the file, so its item runs again/);
+    const keys = keysOf(out);
+    expect(keys).toHaveLength(3 * methods.length);
+    expect(new Set(keys).size).toBe(keys.length);
+    expect(keys[keys.length - 1]).toBe(`${lost.image}|${lost.method}|${lost.dtype}`);
+    expect(fs.readdirSync(path.join(out, 'grids')).sort()).toEqual(['astronaut-float32.png', 'chelsea-float32.png', 'coffee-float32.png']);
+    // the re-run line comes last, so the means add in another order: equal to 12 digits
+    const rounded = (value: unknown) => JSON.parse(JSON.stringify(value, (_, v) => (typeof v === 'number' ? Number(v.toPrecision(12)) : v)));
+    expect(rounded(quality(summary(out)))).toEqual(rounded(quality(whole)));
+  }, 120_000);
+
   test('shards split the images, and merge joins them into the same summary', async () => {
     const shards = ['0/2', '1/2'].map((shard, i) => ({ shard, out: path.join(scratch, `shard${i}`) }));
     await Promise.all(shards.map(({ shard, out }) => run(...common, '--out', out, '--shard', shard)));
@@ -117,6 +166,14 @@ describe('easyinv compare', () => {
       await expect(run(...common, '--out', half, '--dtype', 'float16')).rejects.toThrow(/float16 needs CUDA here: LibTorch .* has no float16 convolution on the CPU/);
     }
     await expect(run(...common, '--out', path.join(scratch, 'x'), '--shard', '2/2')).rejects.toThrow(/--shard must be K\/N with 0 <= K < N/);
+    await expect(run(...common, '--out', path.join(scratch, 'x'), '--limit=-1')).rejects.toThrow(/the image limit must be a positive integer, not -1/);
+    await expect(run(...common, '--out', path.join(scratch, 'x'), '--limit', '1.5')).rejects.toThrow(/the image limit must be a positive integer, not 1.5/);
+    const empty = path.join(scratch, 'empty');
+    fs.mkdirSync(empty);
+    const onEmpty = ['--model', path.join(weights, 'test-sdxl'), '--steps', '2', '--methods', 'ddim', '--out', path.join(scratch, 'e')];
+    await expect(run(...onEmpty, '--images', empty)).rejects.toThrow(/--images .*empty holds no files/);
+    fs.writeFileSync(path.join(empty, 'notes.txt'), 'not an image\n');
+    await expect(run(...onEmpty, '--images', empty)).rejects.toThrow(/no image of .*empty could be used \(1 skipped; the reasons are in .*skipped.jsonl\)/);
     await expect(run(...common, '--out', path.join(scratch, 'y'), '--methods', 'ddim,magic')).rejects.toThrow(/--methods takes a comma-separated list of/);
     await expect(run('--model', path.join(weights, 'test-sdxl'), '--images', path.join(scratch, 'none'), '--out', path.join(scratch, 'z')))
       .rejects.toThrow(/--images .* is not a folder/);

@@ -45,23 +45,92 @@ interface RunInfo {
   methods: string[];
   dtypes: string[];
   lpipsNetwork: string | null;
+  /** What the results depend on: a resume with other settings would mix two runs under one name. */
+  settings?: Record<string, unknown>;
 }
 
 const files = (out: string) => ({
   results: path.join(out, 'results.jsonl'),
   skipped: path.join(out, 'skipped.jsonl'),
   run: path.join(out, 'run.json'),
+  lock: path.join(out, 'lock'),
   reconstructions: path.join(out, 'reconstructions'),
   grids: path.join(out, 'grids'),
 });
 
-/** Reads a JSON-lines file, dropping a last line cut short by a killed run (and cutting it from the file). */
+/**
+ * Reads a JSON-lines file. A last line cut short by a killed run is cut from the file; a corrupt line elsewhere (NULs
+ * after a power loss) is dropped from the file with a warning naming it, so that only its item runs again.
+ */
 function readLines<T>(file: string): T[] {
   if (!fs.existsSync(file)) return [];
   const text = fs.readFileSync(file, 'utf8');
   const complete = text.slice(0, text.lastIndexOf('\n') + 1);
   if (complete.length !== text.length) fs.truncateSync(file, Buffer.byteLength(complete));
-  return complete.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as T);
+  const kept: string[] = [];
+  const values: T[] = [];
+  complete.split('\n').forEach((line, i) => {
+    if (line === '') return;
+    try {
+      values.push(JSON.parse(line) as T);
+      kept.push(line);
+    } catch {
+      console.warn(`easyinv: ${file} line ${i + 1} is corrupt (not JSON); dropped it from the file, so its item runs again`);
+    }
+  });
+  if (values.length !== complete.split('\n').filter((line) => line !== '').length) {
+    fs.writeFileSync(file, kept.map((line) => `${line}\n`).join(''));
+  }
+  return values;
+}
+
+const isAlive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+};
+
+/** Holds `out` for this process: two runs on one folder would both do (and write) every item. */
+function lockRun(out: string): () => void {
+  const { lock } = files(out);
+  const mine = JSON.stringify({ pid: process.pid, started: new Date().toISOString() });
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(lock, mine, { flag: 'wx' });
+      return () => fs.rmSync(lock, { force: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    let holder: { pid?: number; started?: string } = {};
+    try {
+      holder = JSON.parse(fs.readFileSync(lock, 'utf8'));
+    } catch {
+      // an unreadable lock was cut short as its writer died: stale
+    }
+    if (typeof holder.pid === 'number' && isAlive(holder.pid)) {
+      throw new Error(`easyinv: ${out} is in use by another compare run (process ${holder.pid}, started ${holder.started}): ` +
+        `wait for it to finish, or stop it; if no such run exists, delete ${lock}`);
+    }
+    fs.rmSync(lock, { force: true }); // its process is gone
+  }
+  throw new Error(`easyinv: could not lock ${out}: another run keeps taking ${lock}`);
+}
+
+function checkSettings(out: string, settings: Record<string, unknown>): void {
+  const { run } = files(out);
+  if (!fs.existsSync(run)) return;
+  const stored = (JSON.parse(fs.readFileSync(run, 'utf8')) as RunInfo).settings;
+  if (stored === undefined) return;
+  const differences = Object.keys({ ...stored, ...settings })
+    .filter((key) => JSON.stringify(stored[key]) !== JSON.stringify(settings[key]))
+    .map((key) => `${key}: ${JSON.stringify(stored[key])} in the run, ${JSON.stringify(settings[key])} now`);
+  if (differences.length > 0) {
+    throw new Error(`easyinv: --resume with other settings than the run in ${out} would mix two runs' results:\n` +
+      `${differences.map((d) => `  - ${d}`).join('\n')}\nResume with the run's settings, or choose another --out`);
+  }
 }
 
 /** One write of one whole line: a killed run leaves complete lines, or one cut-off line that readLines drops. */
@@ -74,6 +143,10 @@ export function listImages(dir: string, limit?: number, shard?: CompareOptions['
   const all = (fs.readdirSync(dir, { recursive: true }) as string[])
     .filter((name) => !path.basename(name).startsWith('.') && fs.statSync(path.join(dir, name)).isFile())
     .sort();
+  if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1)) {
+    throw new Error(`easyinv: the image limit must be a positive integer, not ${limit}`);
+  }
+  if (all.length === 0) throw new Error(`easyinv: --images ${dir} holds no files`);
   const limited = limit === undefined ? all : all.slice(0, limit);
   return shard ? limited.filter((_, i) => i % shard.count === shard.index) : limited;
 }
@@ -135,13 +208,39 @@ export async function compare(options: CompareOptions): Promise<Summary> {
         '(LibTorch 2.x has): pass --device cuda, or --dtype float32');
     }
   }
-  fs.mkdirSync(paths.reconstructions, { recursive: true });
-  fs.mkdirSync(paths.grids, { recursive: true });
   const images = listImages(options.images, options.limit, options.shard);
-  const done = new Set(readLines<ResultLine>(paths.results).map((l) => `${l.image}|${l.method}|${l.dtype}`));
-  const skipped = new Set(readLines<{ file: string }>(paths.skipped).map((s) => s.file));
+  if (images.length === 0) throw new Error(`easyinv: shard ${options.shard?.index}/${options.shard?.count} of ${options.images} holds no image`);
   const steps = options.steps ?? 50;
   const stepsFor = (method: MethodName) => (method === 'fixed-point' ? options.fixedPointSteps ?? Math.min(steps, 20) : steps);
+  const settings = {
+    models: options.models.map((dir) => readManifest(dir).name), device: options.device ?? null, methods, dtypes,
+    steps: Object.fromEntries(methods.map((m) => [m, stepsFor(m)])), prompt: options.prompt ?? '',
+    guidance: options.guidance ?? 1, methodOptions: options.methodOptions ?? {},
+    lpipsNetwork: options.lpipsNetwork ? path.basename(options.lpipsNetwork) : null,
+  };
+  fs.mkdirSync(paths.reconstructions, { recursive: true });
+  fs.mkdirSync(paths.grids, { recursive: true });
+  const unlock = lockRun(out);
+  try {
+    checkSettings(out, settings);
+    await runItems(options, images, stepsFor, settings);
+  } finally {
+    unlock();
+  }
+  const summary = writeSummary(out);
+  if (summary.table1.length === 0) {
+    throw new Error(`easyinv: no image of ${options.images} could be used (${images.length} skipped; the reasons are in ` +
+      `${paths.skipped}), so the tables are empty`);
+  }
+  return summary;
+}
+
+async function runItems(options: CompareOptions, images: string[], stepsFor: (method: MethodName) => number,
+  settings: Record<string, unknown>): Promise<void> {
+  const { out, methods, dtypes } = options;
+  const paths = files(out);
+  const done = new Set(readLines<ResultLine>(paths.results).map((l) => `${l.image}|${l.method}|${l.dtype}`));
+  const skipped = new Set(readLines<{ file: string }>(paths.skipped).map((s) => s.file));
   const total = images.length * dtypes.length * methods.length;
   let finished = done.size;
   let info: RunInfo | undefined;
@@ -152,14 +251,15 @@ export async function compare(options: CompareOptions): Promise<Summary> {
     await warmUp(model);
     info ??= {
       model: { name: model.manifest.name, family: model.family, device: model.device },
-      methods, dtypes, lpipsNetwork: options.lpipsNetwork ? path.basename(options.lpipsNetwork) : null,
+      methods, dtypes, lpipsNetwork: options.lpipsNetwork ? path.basename(options.lpipsNetwork) : null, settings,
     };
     fs.writeFileSync(paths.run, JSON.stringify(info, null, 2));
     for (const image of images) {
       const todo = methods.filter((m) => !done.has(`${image}|${m}|${dtype}`));
-      if (todo.length === 0) continue;
-      if (skipped.has(image)) {
-        finished += todo.length;
+      // A run killed after an image's last result and before its grid left the grid to do.
+      const gridDone = fs.existsSync(path.join(paths.grids, `${stem(image)}-${dtype}.png`));
+      if ((todo.length === 0 && gridDone) || skipped.has(image)) {
+        finished += skipped.has(image) ? todo.length : 0;
         continue;
       }
       const file = path.join(options.images, image);
@@ -192,7 +292,6 @@ export async function compare(options: CompareOptions): Promise<Summary> {
     net?.dispose();
     model.dispose();
   }
-  return writeSummary(out);
 }
 
 /** grids/<image>-<dtype>.png: the input beside each method's reconstruction, from the saved reconstructions. */
