@@ -194,4 +194,9 @@ describe('easyinv bench', () => {
     expect(rows[2].unetCalls).toBe(3 * 6);
     if (python) expect(rows[0].pythonSeconds).toBeGreaterThan(0);
   }, 120_000);
+
+  test('--repeats 0 is a clear error before anything runs', async () => {
+    await expect(promisify(execFile)(process.execPath, [cli, 'bench', '--model', path.join(weights, 'test-sdxl'), '--repeats', '0']))
+      .rejects.toThrow(/repeats must be an integer >= 1, not 0/);
+  });
 });

@@ -196,10 +196,14 @@ describe('inversion behaviour', () => {
     await expect(invert(model, Tensor.fromArray(new Float32Array(16), [1, 4, 2, 2]))).rejects.toThrow('the latent must have shape [B, 4, 8, 8] for this model, not [1, 4, 2, 2]');
     await expect(invert(model, z0, { prompt: 'a cat' })).rejects.toThrow(/has no text encoder, so it takes no prompt/);
     await expect(reconstruct(model, z0, { steps: 10, offsets: [] })).rejects.toThrow('offsets has 0 entries but there are 10 steps');
+    await expect(invert(null as never, z0)).rejects.toThrow('the first argument must be a Model (await loadModel(dir))');
+    await expect(invert(model, z0, null as never)).rejects.toThrow('options must be an object, not null');
+    await expect(reconstruct(model, z0, null as never)).rejects.toThrow('options must be an object, not null');
+    await expect(invert(model, Tensor.fromArray(new Float32Array(0), [0, 4, 8, 8]))).rejects.toThrow('the latent must have shape [B, 4, 8, 8] for this model, not [0, 4, 8, 8]');
   });
 
   test('inputs that would give a wrong answer without a word are errors', async () => {
-    const before = liveTensors();
+    const before = await settledLiveTensors();
     await expect(invert(model, z0, { guidance: Infinity })).rejects.toThrow('guidance must be finite, not Infinity');
     // leading spacing with steps_offset 1: 1000 steps would evaluate the UNet at timestep 1000, past the schedule
     await expect(invert(model, z0, { steps: 1000 })).rejects.toThrow(
@@ -215,7 +219,7 @@ describe('inversion behaviour', () => {
     await expect(invert(model, poisoned, { method: 'ddim', steps: 4 })).rejects.toThrow(
       /^easyinv: the inversion \(ddim, 4 steps\) produced NaN values/);
     poisoned.dispose();
-    expect(liveTensors()).toBe(before);
+    expect(await settledLiveTensors()).toBe(before);
   });
 });
 

@@ -84,6 +84,7 @@ function pythonSeconds(python: string, bundle: string, dtype: Dtype, device: str
 
 export async function bench(options: BenchOptions, onRow?: (row: BenchRow) => void): Promise<{ rows: BenchRow[]; python: string | null }> {
   const { steps = 50, repeats = 5, batches = [1, 4, 16] } = options;
+  if (!Number.isInteger(repeats) || repeats < 1) throw new Error(`easyinv: repeats must be an integer >= 1, not ${repeats}`);
   const python = findPython(options.python);
   const rows: BenchRow[] = [];
   for (const dtype of options.dtypes) {

@@ -1,6 +1,6 @@
 // invert() and reconstruct(): options, defaults and the run around one method.
 import type { Family } from '../manifest';
-import type { Model } from '../model';
+import { Model } from '../model';
 import { addon, isTensor, type Tensor } from '../native';
 import { makeSchedule, type Transition } from '../schedule';
 import { ddim } from './ddim';
@@ -147,7 +147,7 @@ async function runOn<T>(
   const { steps, prompt, negativePrompt, guidance } = checkSampling(options);
   if (!isTensor(latent)) fail('the latent must be a Tensor');
   const expected = [model.manifest.latent.channels, model.manifest.latent.size, model.manifest.latent.size];
-  if (latent.shape.length !== 4 || expected.some((size, i) => latent.shape[i + 1] !== size)) {
+  if (latent.shape.length !== 4 || latent.shape[0] < 1 || expected.some((size, i) => latent.shape[i + 1] !== size)) {
     fail(`the latent must have shape [B, ${expected.join(', ')}] for this model, not [${latent.shape.join(', ')}]`);
   }
   const schedule = makeSchedule(model.scheduler, steps);
@@ -171,7 +171,13 @@ async function runOn<T>(
 }
 
 /** Inverts clean latents z0 [B, C, h, w] into noise z_T with one of the methods. */
+function checkCall(model: Model, options: object | null): void {
+  if (!(model instanceof Model)) fail('the first argument must be a Model (await loadModel(dir))');
+  if (options === null || typeof options !== 'object') fail(`options must be an object, not ${options === null ? 'null' : typeof options}`);
+}
+
 export async function invert(model: Model, z0: Tensor, options: InvertOptions = {}): Promise<InversionResult> {
+  checkCall(model, options);
   const name = options.method ?? 'easyinv';
   if (!Object.hasOwn(methods, name)) fail(`unknown method ${JSON.stringify(name)}: use one of ${methodNames.join(', ')}`);
   const settings = methodOptions(model, name, options);
@@ -190,6 +196,7 @@ export async function invert(model: Model, z0: Tensor, options: InvertOptions = 
 
 /** DDIM sampling from z_T back to a clean latent with the same steps, prompt and guidance (and stored offsets). */
 export async function reconstruct(model: Model, zT: Tensor, options: ReconstructOptions = {}): Promise<Tensor> {
+  checkCall(model, options);
   const { offsets } = options;
   const { result } = await runOn<Tensor>(model, zT, options, 'ddim', 'reconstruct', async (run, start, schedule) => {
     if (offsets !== undefined && offsets.length !== schedule.sampling.length) {
