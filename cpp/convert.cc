@@ -2,6 +2,7 @@
 
 #include <torch/cuda.h>
 
+#include <cmath>
 #include <optional>
 
 namespace easyinv {
@@ -95,6 +96,18 @@ std::string StringArg(const Napi::CallbackInfo& info, size_t index, const char* 
 double NumberArg(const Napi::CallbackInfo& info, size_t index, const char* name) {
   if (!info[index].IsNumber()) ThrowType(info.Env(), std::string(name) + " must be a number");
   return info[index].As<Napi::Number>().DoubleValue();
+}
+
+int64_t IntegerValue(Napi::Env env, const Napi::Value& value, const std::string& name, int64_t min, int64_t max) {
+  if (!value.IsNumber()) ThrowType(env, name + " must be a number");
+  const double number = value.As<Napi::Number>().DoubleValue();
+  const double safe = 0x1p53;
+  if (!(std::abs(number) < safe && number == std::floor(number) && number >= static_cast<double>(min) &&
+        number <= static_cast<double>(max))) {
+    throw Napi::RangeError::New(env, "easyinv: " + name + " must be an integer from " + std::to_string(min) + " to " +
+                                         std::to_string(max) + ", not " + value.ToString().Utf8Value());
+  }
+  return static_cast<int64_t>(number);
 }
 
 std::vector<int64_t> ShapeArg(const Napi::CallbackInfo& info, size_t index, const char* name) {

@@ -6,6 +6,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <cmath>
+
 #include "convert.h"
 #include "queue.h"
 #include "tensor.h"
@@ -87,15 +89,19 @@ Napi::Value RegularizeNoise(const Napi::CallbackInfo& info) {
   at::Tensor target = TensorWrap::Extract(env, info[1], "target");
   if (!info[2].IsObject()) ThrowType(env, "regularizeNoise needs options { lambdaAc, lambdaKl, steps, rolls, seed }");
   Napi::Object options = info[2].As<Napi::Object>();
-  auto number = [&](const char* name) {
+  auto fraction = [&](const char* name) {
     Napi::Value value = options.Get(name);
-    if (!value.IsNumber() || value.As<Napi::Number>().DoubleValue() < 0) {
-      ThrowType(env, std::string("regularizeNoise option ") + name + " must be a non-negative number");
+    if (!value.IsNumber() || !(value.As<Napi::Number>().DoubleValue() >= 0) ||
+        !std::isfinite(value.As<Napi::Number>().DoubleValue())) {
+      ThrowType(env, std::string("regularizeNoise option ") + name + " must be a finite non-negative number");
     }
     return value.As<Napi::Number>().DoubleValue();
   };
-  Settings settings{number("lambdaAc"), number("lambdaKl"), static_cast<int64_t>(number("steps")),
-                    static_cast<int64_t>(number("rolls")), static_cast<uint64_t>(number("seed"))};
+  auto count = [&](const char* name, int64_t max) {
+    return IntegerValue(env, options.Get(name), std::string("regularizeNoise option ") + name, 0, max);
+  };
+  Settings settings{fraction("lambdaAc"), fraction("lambdaKl"), count("steps", 1000), count("rolls", 1000),
+                    static_cast<uint64_t>(count("seed", kMaxSafeInteger))};
   if (eps.dim() != 4 || !eps.sizes().equals(target.sizes())) {
     ThrowType(env, "regularizeNoise needs eps and target of the same shape [B, C, H, W]");
   }

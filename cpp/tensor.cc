@@ -178,10 +178,7 @@ Napi::Value TensorWrap::Randn(const Napi::CallbackInfo& info) {
   if (!info[1].IsObject() || !info[1].As<Napi::Object>().Get("seed").IsNumber()) {
     ThrowType(env, "Tensor.randn needs options with a numeric seed, e.g. { seed: 0, device: 'cpu' }");
   }
-  double seed = info[1].As<Napi::Object>().Get("seed").As<Napi::Number>().DoubleValue();
-  if (seed < 0 || seed != static_cast<double>(static_cast<uint64_t>(seed))) {
-    ThrowType(env, "seed must be a non-negative integer");
-  }
+  const int64_t seed = IntegerValue(env, info[1].As<Napi::Object>().Get("seed"), "seed", 0, kMaxSafeInteger);
   c10::Device device(c10::kCPU);
   c10::ScalarType dtype = at::kFloat;
   DeviceDtypeArg(info, 1, device, dtype);
@@ -221,7 +218,7 @@ Napi::Value TensorWrap::WeightedSum(const Napi::CallbackInfo& info) {
 
 Napi::Value TensorWrap::Cat(const Napi::CallbackInfo& info) {
   std::vector<at::Tensor> tensors = TensorListArg(info, 0, "tensors");
-  int64_t dim = info[1].IsUndefined() ? 0 : static_cast<int64_t>(NumberArg(info, 1, "dim"));
+  int64_t dim = info[1].IsUndefined() ? 0 : IntegerValue(info.Env(), info[1], "dim", -kMaxDims, kMaxDims - 1);
   return Schedule(info.Env(), tensors[0].device(), "Tensor.cat", [tensors, dim] { return at::cat(tensors, dim); },
                   TensorValue);
 }

@@ -245,6 +245,12 @@ describe('ReNoise noise regularisation', () => {
   test('bad input is a clear error', async () => {
     expect(() => addon.regularizeNoise(Tensor.fromArray(eps, shape), Tensor.fromArray([1], [1]), settings)).toThrow(/same shape/);
     expect(() => addon.regularizeNoise(Tensor.fromArray(eps, shape), Tensor.fromArray(target, shape), { ...settings, steps: -1 }))
-      .toThrow('regularizeNoise option steps must be a non-negative number');
+      .toThrow('regularizeNoise option steps must be an integer from 0 to 1000, not -1');
+    for (const bad of [{ steps: Infinity }, { steps: 1e300 }, { seed: NaN }, { rolls: 0.5 }]) {
+      expect(() => addon.regularizeNoise(Tensor.fromArray(eps, shape), Tensor.fromArray(target, shape), { ...settings, ...bad }))
+        .toThrow(/regularizeNoise option \w+ must be an integer from 0 to/);
+    }
+    expect(() => addon.regularizeNoise(Tensor.fromArray(eps, shape), Tensor.fromArray(target, shape), { ...settings, lambdaKl: Infinity }))
+      .toThrow('regularizeNoise option lambdaKl must be a finite non-negative number');
   });
 });

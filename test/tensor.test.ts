@@ -148,6 +148,14 @@ describe('Tensor', () => {
     expect(() => Tensor.fromArray([1], [1], { dtype: 'float8' as never })).toThrow(/unknown dtype 'float8'/);
     expect(() => Tensor.fromArray([1], [1], { device: 'gpu' })).toThrow("unknown device 'gpu'");
     expect(() => Tensor.randn([2], {} as never)).toThrow(/numeric seed/);
+    // Casting NaN, an infinity or a double past int64 to an integer is undefined behaviour in C++.
+    for (const seed of [NaN, Infinity, -1, 0.5, 2 ** 64]) {
+      expect(() => Tensor.randn([2], { seed })).toThrow(/seed must be an integer from 0 to 9007199254740991/);
+    }
+    for (const dim of [NaN, -Infinity, 2 ** 63, 0.5]) {
+      expect(() => Tensor.cat([Tensor.fromArray([1], [1])], dim)).toThrow(/dim must be an integer from -64 to 63/);
+    }
+    await expect(Tensor.cat([Tensor.fromArray([1], [1])], 5)).rejects.toThrow(/Tensor.cat failed: .*[Dd]imension out of range/);
     expect(() => Tensor.weightedSum([Tensor.fromArray([1], [1])], [])).toThrow(/one per tensor/);
     expect(() => Tensor.cat([])).toThrow(/non-empty array of Tensors/);
     expect(() => Tensor.cat([{} as never])).toThrow('tensors[0] must be a Tensor');
