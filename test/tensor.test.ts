@@ -1,8 +1,4 @@
-import * as fs from 'fs';
-import * as os from 'os';
-import * as path from 'path';
-
-import { loadLatents, Tensor } from '../src';
+import { Tensor } from '../src';
 import { maxAbsDifference, weights } from './helpers';
 
 const reference = require(weights('reference.json'));
@@ -110,16 +106,6 @@ describe('Tensor', () => {
     expect(large.dtype).toBe('float64');
     expect(Math.abs(await large.mean())).toBeLessThan(0.02);
     expect(Math.abs((await large.std()) - 1)).toBeLessThan(0.02);
-  });
-
-  test('a .safetensors header with an overflowing shape is a clear error', () => {
-    const header = Buffer.from(JSON.stringify({ latent: { dtype: 'F32', shape: [2 ** 62, 4], data_offsets: [0, 0] } }));
-    const size = Buffer.alloc(8);
-    size.writeBigUInt64LE(BigInt(header.length));
-    const file = path.join(os.tmpdir(), `easyinv-overflow-${process.pid}.safetensors`);
-    fs.writeFileSync(file, Buffer.concat([size, header]));
-    expect(() => loadLatents(file)).toThrow(/cannot read latents from .*: tensor latent: shape \[4611686018427387904, 4\] has more elements/);
-    fs.unlinkSync(file);
   });
 
   test('dispose is idempotent and any later use is a clear error', async () => {
