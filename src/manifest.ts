@@ -43,7 +43,7 @@ const fields: [string, Check, string][] = [
   ['latent.size', isPositiveInteger, 'a positive integer (latent side)'],
   ['latent.scaling_factor', (v) => typeof v === 'number' && Number.isFinite(v) && v > 0, 'a positive number'],
   ['cond_shape', (v) => Array.isArray(v) && v.length === 2 && v.every(isPositiveInteger), '[tokens, width], positive integers'],
-  ['scheduler.num_train_timesteps', isPositiveInteger, 'a positive integer'],
+  ['scheduler.num_train_timesteps', (v) => isPositiveInteger(v) && (v as number) <= 10_000, 'a positive integer up to 10000'],
   ['scheduler.beta_start', isFraction, 'a number between 0 and 1'],
   ['scheduler.beta_end', isFraction, 'a number between 0 and 1'],
   ['scheduler.beta_schedule', oneOf('scaled_linear', 'linear'), '"scaled_linear" or "linear" (the schedules easyinv implements)'],

@@ -92,8 +92,8 @@ export function makeSchedule(config: SchedulerConfig, steps: number): Schedule {
   const timesteps = samplingTimesteps(config, steps);
   const outside = timesteps.find((t) => t < 0 || t >= config.num_train_timesteps);
   if (outside !== undefined) {
-    const most = Math.max(...Array.from({ length: config.num_train_timesteps }, (_, i) => i + 1)
-      .filter((n) => samplingTimesteps(config, n).every((t) => t >= 0 && t < config.num_train_timesteps)));
+    let most = steps - 1;
+    while (most > 1 && samplingTimesteps(config, most).some((t) => t < 0 || t >= config.num_train_timesteps)) most--;
     throw new RangeError(`easyinv: ${steps} steps with steps_offset ${config.steps_offset} (${config.timestep_spacing} ` +
       `spacing) reach timestep ${outside}, outside the schedule's 0..${config.num_train_timesteps - 1}: use at most ${most} steps`);
   }
