@@ -88,6 +88,14 @@ describe('easyinv compare', () => {
     expect(quality(summary(out))).toEqual(quality(whole));
   }, 120_000);
 
+  test('kill-and-resume stress: seeded SIGKILLs at random moments and result counts, each episode resumed to the uninterrupted summary', async () => {
+    const { stdout } = await promisify(execFile)(process.execPath, [path.join(__dirname, '..', 'scripts', 'stress-resume.js'), '--kills', '4', '--seed', '11'],
+      { timeout: 170_000, killSignal: 'SIGKILL' });
+    const report = JSON.parse(stdout);
+    expect(report.kills).toBe(4);
+    expect(report.problems).toEqual([]);
+  }, 180_000);
+
   const copyRun = (name: string) => {
     const out = path.join(scratch, name);
     fs.cpSync(path.join(scratch, 'whole'), out, { recursive: true });
