@@ -13,7 +13,7 @@ const os = require('os');
 const path = require('path');
 
 const { capabilities } = require('../dist');
-const { bench, benchTable } = require('../dist/compare/bench');
+const { bench, benchTable } = require('../dist/bench');
 
 const dryRun = process.argv.includes('--dry-run');
 const python = process.env.PYTHON || 'python3';

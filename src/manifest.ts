@@ -5,20 +5,24 @@ import * as path from 'path';
 
 import type { SchedulerConfig } from './schedule';
 
+import type { Dtype } from './native';
+
 export type Family = 'sd1' | 'sdxl' | 'test';
+/** The dtypes a model runs in. */
+export type ModelDtype = Extract<Dtype, 'float32' | 'float16'>;
 
 export interface Manifest {
   format: 'easyinv-bundle/1';
   family: Family;
   name: string;
   device: 'cuda' | 'cpu';
-  dtype: 'float16' | 'float32';
+  dtype: ModelDtype;
   resolution: number;
   latent: { channels: number; size: number; scaling_factor: number };
   cond_shape: [number, number];
   scheduler: SchedulerConfig;
   /** The dtypes the modules run in, when more than the traced one (scripted modules convert cleanly). */
-  dtypes?: string[];
+  dtypes?: ModelDtype[];
   files: { unet: string; [module: string]: string };
   [unknown: string]: unknown;
 }

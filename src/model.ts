@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { readImage, type Fit } from './image';
-import { bundleError, compareVersions, readManifest, writerVersion, type Family, type Manifest } from './manifest';
+import { bundleError, compareVersions, readManifest, writerVersion, type Family, type Manifest, type ModelDtype } from './manifest';
 import { loadModule, Module } from './module';
 import { addon, isTensor, type Dtype, type ModuleOutput, type Tensor } from './native';
 import type { SchedulerConfig } from './schedule';
@@ -12,7 +12,7 @@ import { loadTokenizer, type ClipTokenizer } from './tokenizer';
 
 export interface ModelOptions {
   device?: string;
-  dtype?: 'float32' | 'float16';
+  dtype?: ModelDtype;
 }
 
 /**
@@ -69,7 +69,7 @@ export class Model {
     readonly dir: string,
     readonly manifest: Manifest,
     readonly device: string,
-    readonly dtype: Dtype,
+    readonly dtype: ModelDtype,
     parts: Parts,
   ) {
     this.unet = parts.unet;
@@ -84,8 +84,8 @@ export class Model {
       throw bundleError(dir, `was traced on cuda and cannot run on ${device}: export a cpu bundle ` +
         '(weights/export_sd.py --device cpu --dtype float32)');
     }
-    const dtypes = (manifest.dtypes as string[] | undefined) ?? [manifest.dtype];
-    if (manifest.family !== 'test' && !dtypes.includes(dtype)) {
+    const dtypes = manifest.dtypes ?? [manifest.dtype];
+    if (!dtypes.includes(dtype)) {
       throw bundleError(dir, `was traced in ${manifest.dtype}, not ${dtype}: export one in ${dtype} ` +
         `(weights/export_sd.py --dtype ${dtype})`);
     }
@@ -99,7 +99,7 @@ export class Model {
     const tokenizers = [files.tokenizer, files.tokenizer_2].flatMap((name) => (name ? [loadTokenizer(path.join(dir, name))] : []));
     const encoders = textEncoders.filter((m): m is Module => m !== undefined);
     if (encoders.length > tokenizers.length) throw bundleError(dir, 'has a text encoder without its tokenizer');
-    return new Model(dir, manifest, device, unet!.dtype, { unet: unet!, vaeEncoder, vaeDecoder, textEncoders: encoders, tokenizers });
+    return new Model(dir, manifest, device, dtype, { unet: unet!, vaeEncoder, vaeDecoder, textEncoders: encoders, tokenizers });
   }
 
   get family(): Family {

@@ -8,6 +8,7 @@ export type {
   Dtype,
   ModuleOutput,
   Placement,
+  RegularizeOptions,
   Tensor,
   TypedData,
 } from '../binding';

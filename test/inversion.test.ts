@@ -6,7 +6,10 @@ import { maxAbsDifference, settledLiveTensors } from './helpers';
 
 const reference = require('./fixtures/reference-inversion.json');
 const bundle = (name: string) => path.join(__dirname, '..', 'weights', name);
-const noRegularization: InvertOptions = { regularization: false };
+const noRegularization = { regularization: false } as const;
+/** Options with `rounds` refinements (fixed-point) or renoising iterations (renoise), for any method. */
+const rounds = (method: string, count: number) =>
+  (method === 'fixed-point' ? { refinements: count } : method === 'renoise' ? { iterations: count } : {});
 
 async function relativeError(a: Tensor, b: Tensor): Promise<number> {
   const difference = await Tensor.weightedSum([a, b], [1, -1]);
@@ -28,7 +31,7 @@ describe.each(['analytic-gaussian', 'analytic-mixture'])('inversion on %s', (nam
   test.each(Object.keys(fixture.cases))('%s matches the independent Python reference to 1e-5', async (label) => {
     const { steps, latent, reconstruction } = fixture.cases[label];
     const method = label.replace(/-\d+$/, '') as InvertOptions['method'];
-    const inverted = await invert(model, z0, { method, steps, iterations: 5 });
+    const inverted = await invert(model, z0, { method, steps, ...rounds(method!, 5) } as InvertOptions);
     expect(maxAbsDifference(await inverted.latent.toArray(), latent)).toBeLessThan(1e-5);
     const back = await reconstruct(model, inverted.latent, { steps });
     expect(maxAbsDifference(await back.toArray(), reconstruction)).toBeLessThan(1e-5);
@@ -101,7 +104,7 @@ describe('inversion behaviour', () => {
 
   test.each([
     [{ method: 'ddim', steps: 10 }, 10],
-    [{ method: 'fixed-point', steps: 10, iterations: 3 }, 40],
+    [{ method: 'fixed-point', steps: 10, refinements: 3 }, 40],
     [{ method: 'renoise', steps: 10, iterations: 2, ...noRegularization }, 30],
     [{ method: 'renoise', steps: 10, iterations: 2 }, 40],
   ] as [InvertOptions, number][])('%j reports the UNet calls it really made', async (options, calls) => {
@@ -130,12 +133,12 @@ describe('inversion behaviour', () => {
 
   test.each(methodNames)('%s: a batch of 4 equals four single runs', async (method) => {
     const batch = await Tensor.cat([z0, z0]);
-    const inverted = await invert(model, batch, { method, steps: 10, iterations: 2 });
+    const inverted = await invert(model, batch, { method, steps: 10, ...rounds(method, 2) } as InvertOptions);
     expect(inverted.latent.shape).toEqual([4, 4, 8, 8]);
     const parts = await inverted.latent.split([1, 1, 1, 1]);
     const singles = await z0.split([1, 1]);
     for (let i = 0; i < 4; i++) {
-      const single = await invert(model, singles[i % 2], { method, steps: 10, iterations: 2 });
+      const single = await invert(model, singles[i % 2], { method, steps: 10, ...rounds(method, 2) } as InvertOptions);
       expect(maxAbsDifference(await parts[i].toArray(), await single.latent.toArray())).toBeLessThan(1e-5);
     }
   });
@@ -144,7 +147,7 @@ describe('inversion behaviour', () => {
     for (const method of methodNames) {
       const seen: unknown[] = [];
       await invert(model, z0, {
-        method, steps: 4, ...noRegularization,
+        method, steps: 4, ...(method === 'renoise' ? noRegularization : {}),
         onProgress: ({ latent, seconds, unetCalls, ...rest }) => {
           expect(latent.shape).toEqual([2, 4, 8, 8]);
           expect(seconds).toBeGreaterThanOrEqual(0);
@@ -167,7 +170,7 @@ describe('inversion behaviour', () => {
         onProgress: ({ step }) => void (step === 5 && controller.abort()),
       });
       await expect(run).rejects.toThrow(`easyinv: ${method} inversion aborted after 5 of 20 steps`);
-      await expect(run).rejects.toMatchObject({ name: 'AbortError' });
+      await expect(run).rejects.toMatchObject({ name: 'AbortError', cause: controller.signal.reason });
       expect(liveTensors()).toBe(before);
     }
   });
@@ -191,7 +194,11 @@ describe('inversion behaviour', () => {
     await expect(invert(model, z0, { window: [0.1, 1.2] })).rejects.toThrow('window[1] must be a number in [0, 1], not 1.2');
     await expect(invert(model, z0, { window: [0.5, 0.2] })).rejects.toThrow('window start 0.5 is after its end 0.2');
     await expect(invert(model, z0, { guidance: -1 })).rejects.toThrow('guidance must be a number >= 0, not -1');
-    await expect(invert(model, z0, { method: 'fixed-point', iterations: -1 })).rejects.toThrow('iterations must be an integer >= 0');
+    await expect(invert(model, z0, { method: 'fixed-point', refinements: -1 })).rejects.toThrow('refinements must be an integer >= 0');
+    // Options are the method's own: another method's option is an error, not silently ignored.
+    await expect(invert(model, z0, { method: 'ddim', eta: 0.5 } as never)).rejects.toThrow('method ddim takes no option eta (its options: none)');
+    await expect(invert(model, z0, { method: 'fixed-point', iterations: 3 } as never)).rejects.toThrow('method fixed-point takes no option iterations (its options: refinements)');
+    await expect(invert(model, z0, { eta: 0.5, seed: 1 } as never)).rejects.toThrow('method easyinv takes no option seed (its options: eta, window)');
     await expect(invert(model, {} as never)).rejects.toThrow('the latent must be a Tensor');
     await expect(invert(model, Tensor.fromArray(new Float32Array(16), [1, 4, 2, 2]))).rejects.toThrow('the latent must have shape [B, 4, 8, 8] for this model, not [1, 4, 2, 2]');
     await expect(invert(model, z0, { prompt: 'a cat' })).rejects.toThrow(/has no text encoder, so it takes no prompt/);

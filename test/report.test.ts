@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import sharp from 'sharp';
-import { renderReport } from '../src/report';
+import { renderReport } from '../src/compare/report';
 import type { Grid, MethodRow, Stat, Summary } from '../src/compare/types';
 import { withPage } from './helpers';
 
@@ -93,12 +93,12 @@ describe('renderReport: the HTML', () => {
 
     expect(html).toContain('stable-diffusion-v1-4');
     expect(html).toMatch(/sd1[^<]*cuda:0[^<]*4 images/);
-    // ddim float16 (k = 0): LPIPS 3 digits, SSIM 3, PSNR 2, seconds 2; memory in whole MiB.
-    expect(html).toContain('<td>0.300 ± 0.041</td><td>0.550 ± 0.087</td><td>19.50 ± 1.23</td><td>2.50 ± 0.32</td>' +
+    // ddim float16 (k = 0): LPIPS 3 digits, SSIM 3, PSNR 3, seconds 3 (as the summary); memory in whole MiB.
+    expect(html).toContain('<td>0.300 ± 0.041</td><td>0.550 ± 0.087</td><td>19.500 ± 1.234</td><td>2.500 ± 0.318</td>' +
       '<td>4</td><td>50</td><td>3584</td>');
     expect(html).toContain('<td>5376</td>');
     expect(html).not.toContain('LPIPS unavailable');
-    expect(html).toContain('<td>easyinv (paper)</td><td>float32</td><td></td><td>0.320</td><td>0.647</td><td>18.88</td>');
+    expect(html).toContain('<td>easyinv (paper)</td><td>float32</td><td></td><td>0.320</td><td>0.647</td><td>18.880</td>');
     expect(html).toContain('<td>renoise (paper)</td><td>float16</td><td></td><td>0.316</td>');
     expect(html).toMatch(/<svg id="chart"[\s\S]*<\/svg>/);
   });
@@ -114,7 +114,7 @@ describe('renderReport: the HTML', () => {
     expect(lpipsCells).toHaveLength(3 + 6);
     expect(lpipsCells.every((m) => m[1] === 'n/a')).toBe(true);
     expect(html).not.toContain('(paper)');
-    expect(html).toContain('<td>19.50 ± 1.23</td>');
+    expect(html).toContain('<td>19.500 ± 1.234</td>');
   });
 
   test('a row without LPIPS, a CPU run and a missing picture are stated plainly', () => {

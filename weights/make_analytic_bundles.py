@@ -70,7 +70,7 @@ def write_bundle(name: str, module: nn.Module, description: str) -> None:
     save_without_sources(torch.jit.script(module.eval()), os.path.join(folder, "unet.pt"))
     manifest = {
         "format": "easyinv-bundle/1", "family": "test", "name": f"easyinv/{name}", "description": description,
-        "device": "cpu", "dtype": "float32", "resolution": SIZE * 8,
+        "device": "cpu", "dtype": "float32", "dtypes": ["float32", "float16"], "resolution": SIZE * 8,
         "latent": {"channels": CHANNELS, "size": SIZE, "scaling_factor": 1.0},
         "cond_shape": list(COND), "scheduler": SCHEDULER, "files": {"unet": "unet.pt"},
     }

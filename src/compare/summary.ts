@@ -1,4 +1,5 @@
 // From results.jsonl lines to the paper's two tables (and our figures beside the paper's).
+import { digits, fixed, meanStd, mebibytes } from '../format';
 import type { MethodRow, PaperRow, ResultLine, Stat, Summary } from './types';
 
 /** SPEC section 7: SD-V1-4, 2,298 COCO images, fp16, one RTX 3090; and EasyInv in fp32 against fp16. */
@@ -67,18 +68,16 @@ export function summarize(
   };
 }
 
-const meanStd = (s: Stat | null, digits: number) => (s === null ? 'n/a' : `${s.mean.toFixed(digits)} ± ${s.std.toFixed(digits)}`);
-const mebibytes = (bytes: number | null) => (bytes === null ? 'n/a' : `${(bytes / 2 ** 20).toFixed(0)}`);
 
 function markdownTable(rows: MethodRow[], paper: PaperRow[]): string[] {
   const lines = [
     '| method | dtype | steps | LPIPS | SSIM | PSNR (dB) | inversion (s) | UNet calls | peak memory (MiB) | images |',
     '|---|---|---|---|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.method} | ${r.dtype} | ${r.steps} | ${meanStd(r.lpips, 3)} | ${meanStd(r.ssim, 3)} | ` +
-      `${meanStd(r.psnr, 3)} | ${meanStd(r.seconds, 3)} | ${r.unetCalls} | ${mebibytes(r.peakMemoryBytes)} | ${r.ssim.count} |`),
+    ...rows.map((r) => `| ${r.method} | ${r.dtype} | ${r.steps} | ${meanStd(r.lpips, digits.lpips)} | ${meanStd(r.ssim, digits.ssim)} | ` +
+      `${meanStd(r.psnr, digits.psnr)} | ${meanStd(r.seconds, digits.seconds)} | ${r.unetCalls} | ${mebibytes(r.peakMemoryBytes)} | ${r.ssim.count} |`),
   ];
   for (const p of paper) {
-    lines.push(`| ${p.method} (paper) | ${p.dtype} | | ${p.lpips.toFixed(3)} | ${p.ssim.toFixed(3)} | ${p.psnr.toFixed(3)} | ${p.seconds} | | | 2298 |`);
+    lines.push(`| ${p.method} (paper) | ${p.dtype} | | ${fixed(p.lpips, digits.lpips)} | ${fixed(p.ssim, digits.ssim)} | ${fixed(p.psnr, digits.psnr)} | ${p.seconds} | | | 2298 |`);
   }
   return lines;
 }

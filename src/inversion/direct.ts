@@ -1,24 +1,28 @@
 import type { Tensor } from '../native';
-import type { InversionMethod } from './method';
+import type { Method } from './method';
 
 /**
  * DDIM inversion that also stores, for every step, the offset between the inversion's latent z_s and what DDIM
  * sampling makes of z_t (after Direct Inversion, Ju et al. 2024): reconstruction that adds the offsets lands on
  * the inversion's path at every step and returns z0 to float precision. Two UNet calls per step.
  */
-export const direct: InversionMethod<object> = async (run, z0, steps) => {
-  const offsets: Tensor[] = [];
-  let z = z0;
-  for (const step of steps) {
-    const eps = await run.eps(z, step.timestep);
-    const next = await run.ddim(z, eps, step);
-    const back = { ...step, from: step.to, to: step.from };
-    const sampledEps = await run.eps(next, step.timestep);
-    const sampled = await run.ddim(next, sampledEps, back);
-    offsets.unshift(await run.combine([z, sampled], [1, -1]));
-    run.free(z, eps, sampledEps, sampled);
-    z = next;
-    await run.stepDone(step, z);
-  }
-  return { latent: z, offsets };
+export const direct: Method<object> = {
+  keys: [],
+  settings: () => ({}),
+  async invert(run, z0, steps) {
+    const offsets: Tensor[] = [];
+    let z = z0;
+    for (const step of steps) {
+      const eps = await run.eps(z, step.timestep);
+      const next = await run.ddim(z, eps, step);
+      const back = { ...step, from: step.to, to: step.from };
+      const sampledEps = await run.eps(next, step.timestep);
+      const sampled = await run.ddim(next, sampledEps, back);
+      offsets.unshift(await run.combine([z, sampled], [1, -1]));
+      run.free(z, eps, sampledEps, sampled);
+      z = next;
+      await run.stepDone(step, z);
+    }
+    return { latent: z, offsets };
+  },
 };

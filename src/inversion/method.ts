@@ -1,3 +1,7 @@
+// What an inversion method is: a loop over the inversion transitions, and beside it, in the method's own file, its
+// options with their defaults per model family and their checks.
+import { rangeError } from '../errors';
+import type { Family } from '../manifest';
 import type { Tensor } from '../native';
 import type { Transition } from '../schedule';
 import type { Run } from './run';
@@ -8,5 +12,21 @@ export interface MethodResult {
   offsets?: Tensor[];
 }
 
-/** An inversion method: from the clean latent z0, through the inversion transitions, to z_T. */
-export type InversionMethod<Options> = (run: Run, z0: Tensor, steps: Transition[], options: Options) => Promise<MethodResult>;
+export interface Method<Options, UserOptions = Partial<Options>> {
+  /** The option names the method takes; any other is an error for it. */
+  keys: readonly (keyof UserOptions & string)[];
+  /** The user's options over the family's defaults, checked. */
+  settings(user: UserOptions, family: Family): Options;
+  /** From the clean latent z0, through the inversion transitions, to z_T. */
+  invert(run: Run, z0: Tensor, steps: Transition[], options: Options): Promise<MethodResult>;
+}
+
+export function checkFraction(name: string, value: unknown): number {
+  if (typeof value !== 'number' || !(value >= 0 && value <= 1)) rangeError(`${name} must be a number in [0, 1], not ${value}`);
+  return value;
+}
+
+export function checkCount(name: string, value: unknown): number {
+  if (!Number.isInteger(value) || (value as number) < 0) rangeError(`${name} must be an integer >= 0, not ${value}`);
+  return value as number;
+}

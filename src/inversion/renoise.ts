@@ -1,65 +1,87 @@
-import { addon, type Tensor } from '../native';
-import type { InversionMethod } from './method';
+import { rangeError } from '../errors';
+import type { Tensor } from '../native';
+import { checkCount, type Method } from './method';
+
+export interface Regularization {
+  lambdaAc: number;
+  lambdaKl: number;
+  steps: number;
+  rolls: number;
+}
 
 export interface ReNoiseOptions {
   /** Renoising iterations per step: eps re-evaluated at the current estimate of z_t, K + 1 estimates in all. */
   iterations: number;
   /** Iterations [from, to) whose noise estimates are averaged into the step's final noise. */
   average: [number, number];
-  /** Noise regularisation (ReNoise's defaults: lambdaAc 20, lambdaKl 0.065, 4 steps, 5 rolls); null turns it off. */
-  regularization: { lambdaAc: number; lambdaKl: number; steps: number; rolls: number } | null;
+  /** Noise regularisation settings; null turns it off. */
+  regularization: Regularization | null;
   /** Seed of the noise that makes the regularisation's target, eps(sqrt(a_t) z0 + sqrt(1 - a_t) noise, t). */
   seed: number;
 }
+
+export interface ReNoiseUserOptions extends Partial<Omit<ReNoiseOptions, 'regularization'>> {
+  /** Noise regularisation settings, or false to turn it off. */
+  regularization?: Regularization | false;
+}
+
+/** The ReNoise paper's settings: 2 renoising iterations, all but the first averaged, its regulariser's weights. */
+const defaults = { iterations: 2, regularization: { lambdaAc: 20, lambdaKl: 0.065, steps: 4, rolls: 5 }, seed: 0 };
 
 /**
  * ReNoise (Garibi et al. 2024): at each step, iterate z_t^(k+1) = DDIM(z_s -> t, eps(z_t^(k), t)) from
  * z_t^(0)'s noise eps(z_s, t); average the estimates in the window, optionally regularised, for the final step.
  */
-export const renoise: InversionMethod<ReNoiseOptions> = async (run, z0, steps, options) => {
-  const { iterations, average: [from, to], regularization, seed } = options;
-  // One noise for every sample, so that a batch gets what its samples get one by one.
-  let noise: Tensor | null = null;
-  if (regularization) {
-    const one = await addon.Tensor.randn([1, ...z0.shape.slice(1)], { seed, device: z0.device, dtype: z0.dtype });
-    noise = run.own(await addon.Tensor.cat(Array(z0.shape[0]).fill(one)));
-    one.dispose();
-  }
-  let z = z0;
-  for (const step of steps) {
-    let target: Tensor | undefined;
-    if (noise) {
-      const forward = await run.combine([z0, noise], [Math.sqrt(step.to), Math.sqrt(1 - step.to)]);
-      target = await run.eps(forward, step.timestep);
-      run.free(forward);
+export const renoise: Method<ReNoiseOptions, ReNoiseUserOptions> = {
+  keys: ['iterations', 'average', 'regularization', 'seed'],
+  settings(user) {
+    const iterations = checkCount('iterations', user.iterations ?? defaults.iterations);
+    const average = user.average ?? [1, iterations + 1];
+    if (!Array.isArray(average) || average.length !== 2 || !average.every(Number.isInteger) || average[0] > average[1]) {
+      rangeError('average must be [from, to], integer iterations with from <= to');
     }
-    const regularize = async (eps: Tensor) =>
-      regularization && target ? run.own(await addon.regularizeNoise(eps, target, { ...regularization, seed })) : eps;
-    const averaged: Tensor[] = [];
-    let estimate = z;
-    for (let k = 0; k <= iterations; k++) {
-      const eps = await run.eps(estimate, step.timestep);
-      if (estimate !== z) run.free(estimate);
-      const inWindow = k >= from && k < to;
-      if (inWindow) averaged.push(eps);
-      if (k === iterations && averaged.length > 0) break; // the averaged noise makes the final estimate
-      const used = k >= from ? await regularize(eps) : eps;
-      estimate = await run.ddim(z, used, step);
-      if (used !== eps) run.free(used);
-      if (!inWindow) run.free(eps);
+    const regularization = user.regularization === false ? null : user.regularization ?? defaults.regularization;
+    return { iterations, average, regularization, seed: user.seed ?? defaults.seed };
+  },
+  async invert(run, z0, steps, { iterations, average: [from, to], regularization, seed }) {
+    // One noise for every sample, so that a batch gets what its samples get one by one.
+    const noise = regularization ? await run.noiseLike(z0, seed) : null;
+    let z = z0;
+    for (const step of steps) {
+      let target: Tensor | undefined;
+      if (noise) {
+        const forward = await run.combine([z0, noise], [Math.sqrt(step.to), Math.sqrt(1 - step.to)]);
+        target = await run.eps(forward, step.timestep);
+        run.free(forward);
+      }
+      const regularize = async (eps: Tensor) =>
+        regularization && target ? run.regularize(eps, target, { ...regularization, seed }) : eps;
+      const averaged: Tensor[] = [];
+      let estimate = z;
+      for (let k = 0; k <= iterations; k++) {
+        const eps = await run.eps(estimate, step.timestep);
+        if (estimate !== z) run.free(estimate);
+        const inWindow = k >= from && k < to;
+        if (inWindow) averaged.push(eps);
+        if (k === iterations && averaged.length > 0) break; // the averaged noise makes the final estimate
+        const used = k >= from ? await regularize(eps) : eps;
+        estimate = await run.ddim(z, used, step);
+        if (used !== eps) run.free(used);
+        if (!inWindow) run.free(eps);
+      }
+      if (averaged.length > 0) {
+        const mean = await run.combine(averaged, averaged.map(() => 1 / averaged.length));
+        const used = await regularize(mean);
+        estimate = await run.ddim(z, used, step);
+        run.free(mean, used, ...averaged);
+      }
+      if (target) run.free(target);
+      if (z !== z0) run.free(z); // z0 makes every step's regularisation target
+      z = estimate;
+      await run.stepDone(step, z);
     }
-    if (averaged.length > 0) {
-      const mean = await run.combine(averaged, averaged.map(() => 1 / averaged.length));
-      const used = await regularize(mean);
-      estimate = await run.ddim(z, used, step);
-      run.free(mean, used, ...averaged);
-    }
-    if (target) run.free(target);
-    if (z !== z0) run.free(z); // z0 makes every step's regularisation target
-    z = estimate;
-    await run.stepDone(step, z);
-  }
-  if (noise) run.free(noise);
-  run.free(z0);
-  return { latent: z };
+    if (noise) run.free(noise);
+    run.free(z0);
+    return { latent: z };
+  },
 };

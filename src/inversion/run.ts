@@ -1,7 +1,8 @@
 // What every inversion method and the reconstruction share: the noise model with its call count, the one DDIM
 // step, the progress report, the abort check, and the bookkeeping that frees every intermediate tensor.
+import { abortError } from '../errors';
 import type { Condition, Model } from '../model';
-import { addon, type Tensor } from '../native';
+import { addon, type RegularizeOptions, type Tensor } from '../native';
 import { ddimWeights, type Transition } from '../schedule';
 
 export interface Progress {
@@ -51,6 +52,21 @@ export class Run {
     return this.own(await addon.Tensor.weightedSum(tensors, weights));
   }
 
+  /** Standard normal noise of the latent's shape from `seed`, the same for every sample of its batch. */
+  async noiseLike(latent: Tensor, seed: number): Promise<Tensor> {
+    const one = await addon.Tensor.randn([1, ...latent.shape.slice(1)], { seed, device: latent.device, dtype: latent.dtype });
+    try {
+      return this.own(await addon.Tensor.cat(Array(latent.shape[0]).fill(one)));
+    } finally {
+      one.dispose();
+    }
+  }
+
+  /** ReNoise's noise regularisation of eps toward target's statistics (native code: it needs autograd). */
+  async regularize(eps: Tensor, target: Tensor, settings: RegularizeOptions): Promise<Tensor> {
+    return this.own(await addon.regularizeNoise(eps, target, settings));
+  }
+
   /** Takes charge of a tensor: it is freed with the run unless it is part of the result. */
   own<T extends Tensor>(tensor: T): T {
     this.owned.add(tensor);
@@ -81,10 +97,8 @@ export class Run {
 
   throwIfAborted(done: number): void {
     if (this.signal?.aborted) {
-      const error = new Error(`easyinv: ${this.method} ${this.phase === 'invert' ? 'inversion' : 'reconstruction'} ` +
-        `aborted after ${done} of ${this.steps} steps`);
-      error.name = 'AbortError';
-      throw error;
+      throw abortError(`${this.method} ${this.phase === 'invert' ? 'inversion' : 'reconstruction'} aborted after ` +
+        `${done} of ${this.steps} steps`, this.signal.reason);
     }
   }
 

@@ -2,34 +2,24 @@
 // so it can be mailed or archived as a single file and opened offline, with no script and no network request.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Grid, MethodRow, PaperRow, Stat, Summary } from './compare/types';
+import { digits, fixed, meanStd, mebibytes } from '../format';
+import type { Grid, MethodRow, PaperRow, Summary } from './types';
 
 const escapeHtml = (text: string): string =>
   text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
-
-// toFixed would print "Infinity" (PSNR of a perfect reconstruction) or "NaN"; say so plainly instead.
-const num = (value: number, digits: number): string =>
-  Number.isFinite(value) ? value.toFixed(digits) : Number.isNaN(value) ? 'n/a' : value > 0 ? '∞' : '−∞';
-
-const meanStd = (stat: Stat, digits: number): string => `${num(stat.mean, digits)} ± ${num(stat.std, digits)}`;
-
-const mib = (bytes: number | null): string => (bytes === null ? 'n/a' : num(bytes / 2 ** 20, 0));
-
-// Digits per metric, shared by our rows and the paper's so the two line up.
-const DIGITS = { lpips: 3, ssim: 3, psnr: 2, seconds: 2 } as const;
 
 const HEADERS = ['Method', 'dtype', 'Steps', 'LPIPS ↓', 'SSIM ↑', 'PSNR (dB) ↑', 'Inversion (s) ↓', 'Images',
   'UNet calls', 'Peak memory (MiB)'];
 
 function ourRow(row: MethodRow, lpipsAvailable: boolean): string[] {
   // Without an LPIPS network nothing was measured: never print a value, even one a caller left in the row.
-  const lpips = lpipsAvailable && row.lpips ? meanStd(row.lpips, DIGITS.lpips) : 'n/a';
-  return [row.method, row.dtype, String(row.steps), lpips, meanStd(row.ssim, DIGITS.ssim), meanStd(row.psnr, DIGITS.psnr),
-    meanStd(row.seconds, DIGITS.seconds), String(row.psnr.count), String(row.unetCalls), mib(row.peakMemoryBytes)];
+  const lpips = lpipsAvailable && row.lpips ? meanStd(row.lpips, digits.lpips) : 'n/a';
+  return [row.method, row.dtype, String(row.steps), lpips, meanStd(row.ssim, digits.ssim), meanStd(row.psnr, digits.psnr),
+    meanStd(row.seconds, digits.seconds), String(row.psnr.count), String(row.unetCalls), mebibytes(row.peakMemoryBytes)];
 }
 
-const paperRow = (p: PaperRow): string[] => [`${p.method} (paper)`, p.dtype, '', num(p.lpips, DIGITS.lpips),
-  num(p.ssim, DIGITS.ssim), num(p.psnr, DIGITS.psnr), num(p.seconds, DIGITS.seconds), '', '', ''];
+const paperRow = (p: PaperRow): string[] => [`${p.method} (paper)`, p.dtype, '', fixed(p.lpips, digits.lpips),
+  fixed(p.ssim, digits.ssim), fixed(p.psnr, digits.psnr), fixed(p.seconds, digits.seconds), '', '', ''];
 
 /** Our rows, each followed by the paper's matching row; paper rows with no counterpart of ours come last. */
 function table(rows: MethodRow[], paper: PaperRow[], matchDtype: boolean, lpipsAvailable: boolean): string {
@@ -111,7 +101,7 @@ function chart(rows: MethodRow[], paper: PaperRow[]): string {
     const mark = p.paper
       ? `<path d="M${f(cx)} ${f(cy - 6)}l6 6l-6 6l-6 -6z" fill="white" stroke="${p.colour}" stroke-width="2"/>`
       : `<circle class="point" cx="${f(cx)}" cy="${f(cy)}" r="5" fill="${p.colour}"/>`;
-    return `<g><title>${escapeHtml(`${p.label}: ${num(p.x, 2)} s, ${num(p.y, 2)} dB`)}</title>${whiskers}${mark}` +
+    return `<g><title>${escapeHtml(`${p.label}: ${fixed(p.x, 2)} s, ${fixed(p.y, 2)} dB`)}</title>${whiskers}${mark}` +
       // The paper's points go unlabelled (the legend gives their colour) so they cannot overprint ours.
       (p.paper ? '' : `<text x="${f(cx + 9)}" y="${f(cy - 7)}">${escapeHtml(p.label)}</text>`) + '</g>';
   });

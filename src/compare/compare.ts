@@ -3,18 +3,16 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { quantize, readImage, writeGrid, writeImage } from '../image';
-import { invert, reconstruct, type InvertOptions, type MethodName } from '../inversion';
-import { lpips, loadLpips, psnr, ssim } from '../metrics';
-import { readManifest } from '../manifest';
-import { loadModel, type Model } from '../model';
-import type { Module } from '../module';
+import { encodePhoto, roundTrip, stepsFor, warmUp } from '../evaluation';
+import { readImage, writeGrid, writeImage } from '../image';
+import type { MethodName } from '../inversion';
+import { readManifest, type ModelDtype } from '../manifest';
+import { loadLpips } from '../metrics';
+import { loadModel } from '../model';
 import { addon, type Tensor } from '../native';
-import { renderReport } from '../report';
+import { renderReport } from './report';
 import { summarize, summaryMarkdown } from './summary';
 import type { Grid, ResultLine, Summary } from './types';
-
-export type Dtype = 'float32' | 'float16';
 
 export interface CompareOptions {
   /** Bundle folders; each dtype runs on the bundle traced in it (or one that lists it in "dtypes"). */
@@ -22,15 +20,14 @@ export interface CompareOptions {
   images: string;
   out: string;
   methods: MethodName[];
-  dtypes: Dtype[];
+  dtypes: ModelDtype[];
   device?: string;
+  /** Steps per inversion (fixed-point: at most 20, as its authors run it). */
   steps?: number;
-  /** Steps for fixed-point iteration, which its authors run at N = 20 (default: min(steps, 20)). */
-  fixedPointSteps?: number;
   prompt?: string;
   guidance?: number;
-  /** Per-method options: eta, window, iterations, seed. */
-  methodOptions?: Pick<InvertOptions, 'eta' | 'window' | 'iterations' | 'seed'>;
+  /** Options for the methods (eta, window, refinements, iterations, seed); each method takes its own. */
+  methodOptions?: Record<string, unknown>;
   limit?: number;
   /** Shard k of n (0 <= k < n): the images whose index modulo n is k. */
   shard?: { index: number; count: number };
@@ -152,48 +149,16 @@ export function listImages(dir: string, limit?: number, shard?: CompareOptions['
 }
 
 /** The bundle among `models` that runs in `dtype`. */
-export function bundleFor(models: string[], dtype: Dtype): string {
+export function bundleFor(models: string[], dtype: ModelDtype): string {
   const found = models.find((dir) => {
     const manifest = readManifest(dir);
-    return manifest.family === 'test' || (manifest.dtypes ?? [manifest.dtype]).includes(dtype);
+    return (manifest.dtypes ?? [manifest.dtype]).includes(dtype);
   });
   if (!found) throw new Error(`easyinv: no bundle among ${models.join(', ')} runs in ${dtype}: export one (weights/export_sd.py --dtype ${dtype}) and pass both to --model`);
   return found;
 }
 
 const stem = (image: string) => image.replace(/[\\/]/g, '__').replace(/\.[^.]+$/, '');
-
-async function measure(model: Model, net: Module | undefined, z0: Tensor, reference: Tensor, method: MethodName, steps: number,
-  options: CompareOptions): Promise<{ line: Omit<ResultLine, 'image' | 'dtype'>; image: Tensor }> {
-  const sampling = { steps, prompt: options.prompt ?? '', guidance: options.guidance ?? 1 };
-  addon.resetPeakMemory(model.device);
-  const inverted = await invert(model, z0, { ...options.methodOptions, ...sampling, method });
-  const peakMemoryBytes = addon.peakMemory(model.device);
-  const started = performance.now();
-  const latent = await reconstruct(model, inverted.latent, { ...sampling, offsets: inverted.offsets });
-  await addon.synchronize(model.device);
-  const reconstructSeconds = (performance.now() - started) / 1000;
-  const decoded = await model.decode(latent);
-  const image = await quantize(decoded);
-  const [p] = await psnr(image, reference);
-  const [s] = await ssim(image, reference);
-  const l = net ? (await lpips(image, reference, net))[0] : null;
-  inverted.dispose();
-  latent.dispose();
-  decoded.dispose();
-  return {
-    line: { method, steps, lpips: l, ssim: s, psnr: p, invertSeconds: inverted.seconds, reconstructSeconds, unetCalls: inverted.unetCalls, peakMemoryBytes },
-    image,
-  };
-}
-
-/** TorchScript optimises a module over its first calls; those calls must not count in the first image's time. */
-async function warmUp(model: Model): Promise<void> {
-  const { channels, size } = model.manifest.latent;
-  const z0 = await addon.Tensor.randn([1, channels, size, size], { seed: 0, device: model.device, dtype: model.dtype });
-  (await invert(model, z0, { method: 'ddim', steps: 3 })).dispose();
-  z0.dispose();
-}
 
 export async function compare(options: CompareOptions): Promise<Summary> {
   const { out, methods, dtypes } = options;
@@ -211,10 +176,9 @@ export async function compare(options: CompareOptions): Promise<Summary> {
   const images = listImages(options.images, options.limit, options.shard);
   if (images.length === 0) throw new Error(`easyinv: shard ${options.shard?.index}/${options.shard?.count} of ${options.images} holds no image`);
   const steps = options.steps ?? 50;
-  const stepsFor = (method: MethodName) => (method === 'fixed-point' ? options.fixedPointSteps ?? Math.min(steps, 20) : steps);
   const settings = {
     models: options.models.map((dir) => readManifest(dir).name), device: options.device ?? null, methods, dtypes,
-    steps: Object.fromEntries(methods.map((m) => [m, stepsFor(m)])), prompt: options.prompt ?? '',
+    steps: Object.fromEntries(methods.map((m) => [m, stepsFor(m, steps)])), prompt: options.prompt ?? '',
     guidance: options.guidance ?? 1, methodOptions: options.methodOptions ?? {},
     lpipsNetwork: options.lpipsNetwork ? path.basename(options.lpipsNetwork) : null,
   };
@@ -223,7 +187,7 @@ export async function compare(options: CompareOptions): Promise<Summary> {
   const unlock = lockRun(out);
   try {
     checkSettings(out, settings);
-    await runItems(options, images, stepsFor, settings);
+    await runItems(options, images, steps, settings);
   } finally {
     unlock();
   }
@@ -235,8 +199,7 @@ export async function compare(options: CompareOptions): Promise<Summary> {
   return summary;
 }
 
-async function runItems(options: CompareOptions, images: string[], stepsFor: (method: MethodName) => number,
-  settings: Record<string, unknown>): Promise<void> {
+async function runItems(options: CompareOptions, images: string[], steps: number, settings: Record<string, unknown>): Promise<void> {
   const { out, methods, dtypes } = options;
   const paths = files(out);
   const done = new Set(readLines<ResultLine>(paths.results).map((l) => `${l.image}|${l.method}|${l.dtype}`));
@@ -262,26 +225,24 @@ async function runItems(options: CompareOptions, images: string[], stepsFor: (me
         finished += skipped.has(image) ? todo.length : 0;
         continue;
       }
-      const file = path.join(options.images, image);
-      let z0: Tensor;
-      let reference: Tensor;
+      let photo: { reference: Tensor; z0: Tensor };
       try {
-        // 8-bit pixels: already what a quantised reconstruction is compared with; read once, encoded from memory
-        reference = await readImage(file, { size: model.resolution, device: model.device });
-        const scaled = await reference.affine(2, -1);
-        z0 = await model.encodeImage(scaled);
-        scaled.dispose();
+        photo = await encodePhoto(model, path.join(options.images, image));
       } catch (error) {
         appendLine(paths.skipped, { file: image, reason: (error as Error).message });
         skipped.add(image);
         finished += todo.length;
         continue;
       }
+      const { reference, z0 } = photo;
       for (const method of todo) {
-        const { line, image: reconstruction } = await measure(model, net, z0, reference, method, stepsFor(method), options);
+        const { image: reconstruction, ...measured } = await roundTrip(model, z0, reference, method, {
+          steps: stepsFor(method, steps), prompt: options.prompt, guidance: options.guidance, methodOptions: options.methodOptions, lpipsNetwork: net,
+        });
         await writeImage(reconstruction, path.join(paths.reconstructions, `${stem(image)}-${dtype}-${method}.png`));
         reconstruction.dispose();
-        appendLine(paths.results, { image, dtype, ...line });
+        const { lpips, ssim, psnr, invertSeconds, reconstructSeconds, unetCalls, peakMemoryBytes } = measured;
+        appendLine(paths.results, { image, dtype, method, steps: measured.steps, lpips, ssim, psnr, invertSeconds, reconstructSeconds, unetCalls, peakMemoryBytes });
         done.add(`${image}|${method}|${dtype}`);
         options.onItem?.(++finished, total, `${image} ${method} ${dtype}`);
       }

@@ -4,14 +4,17 @@
 import { execFileSync, spawnSync } from 'child_process';
 import * as path from 'path';
 
-import { invert, type MethodName } from '../inversion';
-import { loadModel, type Model } from '../model';
-import { addon, type Tensor } from '../native';
-import { bundleFor, type Dtype } from './run';
+import { bundleFor } from './compare/compare';
+import { stepsFor } from './evaluation';
+import { median } from './format';
+import { invert, type MethodName } from './inversion';
+import type { ModelDtype } from './manifest';
+import { loadModel, type Model } from './model';
+import { addon, type Tensor } from './native';
 
 export interface BenchOptions {
   models: string[];
-  dtypes: Dtype[];
+  dtypes: ModelDtype[];
   methods: MethodName[];
   device?: string;
   steps?: number;
@@ -25,7 +28,7 @@ export interface BenchOptions {
 
 export interface BenchRow {
   method: MethodName | 'unet-forward';
-  dtype: Dtype;
+  dtype: ModelDtype;
   steps: number;
   /** Median seconds of one inversion at batch 1 (for 'unet-forward': of the same number of bare UNet calls). */
   seconds: number;
@@ -36,8 +39,6 @@ export interface BenchRow {
   /** Seconds of the Python PyTorch DDIM loop at batch 1, for ddim and easyinv (which costs the same). */
   pythonSeconds?: number;
 }
-
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
 async function timeInversion(model: Model, z0: Tensor, method: MethodName, steps: number, repeats: number) {
   const run = () => invert(model, z0, { method, steps });
@@ -75,8 +76,8 @@ function findPython(preferred?: string): string | undefined {
   return candidates.find((python) => spawnSync(python, ['-c', 'import torch']).status === 0);
 }
 
-function pythonSeconds(python: string, bundle: string, dtype: Dtype, device: string, steps: number, repeats: number): number {
-  const script = path.join(__dirname, '..', '..', 'bench', 'python_inversion.py');
+function pythonSeconds(python: string, bundle: string, dtype: ModelDtype, device: string, steps: number, repeats: number): number {
+  const script = path.join(__dirname, '..', 'bench', 'python_inversion.py');
   const out = execFileSync(python, [script, bundle, '--device', device.startsWith('cuda') ? device : 'cpu', '--dtype', dtype,
     '--steps', String(steps), '--repeats', String(repeats)], { encoding: 'utf8' });
   return JSON.parse(out).secondsPerInversion;
@@ -95,7 +96,7 @@ export async function bench(options: BenchOptions, onRow?: (row: BenchRow) => vo
     const single = await latents(1);
     const reference = python ? pythonSeconds(python, bundle, dtype, model.device, steps, repeats) : undefined;
     for (const method of options.methods) {
-      const n = method === 'fixed-point' ? Math.min(steps, 20) : steps;
+      const n = stepsFor(method, steps);
       const timing = await timeInversion(model, single, method, n, repeats);
       const imagesPerSecond: Record<number, number> = { 1: 1 / timing.seconds };
       for (const batch of batches.filter((b) => b !== 1 && (options.batchMethods ?? options.methods).includes(method))) {

@@ -1,0 +1,19 @@
+import { bench, benchTable } from '../bench';
+import { methodNames, type MethodName } from '../inversion';
+import { dtypes, list, models, number, report, UsageError, type Flags } from './common';
+
+/** `easyinv bench`: seconds per inversion, UNet calls, peak memory, images per second, against the bare UNet and Python. */
+export async function benchCommand(flags: Flags): Promise<void> {
+  const batches = flags.batches === undefined ? [1, 4, 16] : flags.batches.split(',').map(Number);
+  if (batches.some((b) => !Number.isInteger(b) || b < 1)) throw new UsageError('--batches takes positive integers, e.g. 1,4,16');
+  const { rows, python } = await bench({
+    models: models(flags),
+    dtypes: dtypes(flags),
+    methods: list<MethodName>(flags, 'methods', methodNames, ['ddim', 'easyinv', 'renoise', 'fixed-point']),
+    device: flags.device,
+    steps: number(flags, 'steps'),
+    repeats: number(flags, 'repeats'),
+    batches,
+  }, flags.json || !process.stderr.isTTY ? undefined : (row) => process.stderr.write(`${row.method} ${row.dtype}: ${row.seconds.toFixed(4)} s\n`));
+  report(flags, { rows, python }, `${benchTable(rows, batches)}\n\nPython loop: ${python ?? 'skipped (no python3 with torch)'}`);
+}

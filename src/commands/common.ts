@@ -1,0 +1,129 @@
+// What the commands share: the flags, their parsing into options, opening a model, progress and output.
+import { parseArgs } from 'util';
+
+import type { MethodName, Progress } from '../inversion';
+import type { ModelDtype } from '../manifest';
+import { loadModel, type Model } from '../model';
+
+export const flagSpec = {
+  model: { type: 'string' },
+  image: { type: 'string' },
+  latent: { type: 'string' },
+  out: { type: 'string' },
+  method: { type: 'string' },
+  steps: { type: 'string' },
+  prompt: { type: 'string' },
+  'negative-prompt': { type: 'string' },
+  guidance: { type: 'string' },
+  eta: { type: 'string' },
+  window: { type: 'string' },
+  refinements: { type: 'string' },
+  iterations: { type: 'string' },
+  seed: { type: 'string' },
+  device: { type: 'string' },
+  dtype: { type: 'string' },
+  fit: { type: 'string' },
+  images: { type: 'string' },
+  methods: { type: 'string' },
+  limit: { type: 'string' },
+  resume: { type: 'boolean' },
+  shard: { type: 'string' },
+  lpips: { type: 'string' },
+  repeats: { type: 'string' },
+  batches: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+} as const;
+
+export type Flags = ReturnType<typeof parseArgs<{ options: typeof flagSpec; allowPositionals: true }>>['values'];
+
+/** A mistake in the command line: exit code 2, and the usage. */
+export class UsageError extends Error {}
+
+type NumberFlag = 'steps' | 'guidance' | 'eta' | 'refinements' | 'iterations' | 'seed' | 'limit' | 'repeats';
+
+export function number(flags: Flags, name: NumberFlag): number | undefined {
+  const text = flags[name];
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (text.trim() === '' || !Number.isFinite(value)) throw new UsageError(`--${name} must be a number, not ${JSON.stringify(text)}`);
+  return value;
+}
+
+export function required(flags: Flags, name: 'model' | 'image' | 'images' | 'latent' | 'out'): string {
+  const value = flags[name];
+  if (value === undefined) throw new UsageError(`--${name} is required`);
+  return value;
+}
+
+/** The sampling options and every method option given on the command line (absent ones left out). */
+export function inversionFlags(flags: Flags): { method?: MethodName; steps?: number; prompt?: string; negativePrompt?: string; guidance?: number; methodOptions: Record<string, unknown> } {
+  const window = flags.window?.split(',').map(Number);
+  if (window && (window.length !== 2 || window.some(Number.isNaN))) throw new UsageError('--window must be START,END');
+  const methodOptions = Object.fromEntries(Object.entries({
+    eta: number(flags, 'eta'), window, refinements: number(flags, 'refinements'), iterations: number(flags, 'iterations'), seed: number(flags, 'seed'),
+  }).filter(([, value]) => value !== undefined));
+  return {
+    method: flags.method as MethodName | undefined,
+    steps: number(flags, 'steps'),
+    prompt: flags.prompt,
+    negativePrompt: flags['negative-prompt'],
+    guidance: number(flags, 'guidance'),
+    methodOptions,
+  };
+}
+
+export function list<T extends string>(flags: Flags, name: 'methods' | 'dtype' | 'model', allowed: readonly string[] | null, fallback: T[]): T[] {
+  const text = flags[name];
+  if (text === undefined) return fallback;
+  const items = text.split(',').map((item) => item.trim()).filter((item) => item !== '');
+  const unknown = allowed ? items.filter((item) => !allowed.includes(item)) : [];
+  if (items.length === 0 || unknown.length > 0) {
+    throw new UsageError(`--${name} takes a comma-separated list${allowed ? ` of ${allowed.join(', ')}` : ''}, not ${JSON.stringify(text)}`);
+  }
+  return items as T[];
+}
+
+export const models = (flags: Flags): string[] => {
+  const dirs = list(flags, 'model', null, []);
+  return dirs.length > 0 ? dirs : [required(flags, 'model')];
+};
+
+export const dtypes = (flags: Flags): ModelDtype[] => list<ModelDtype>(flags, 'dtype', ['float32', 'float16'], ['float32']);
+
+export function openModel(flags: Flags, dir: string): Promise<Model> {
+  const dtype = flags.dtype;
+  if (dtype !== undefined && dtype !== 'float32' && dtype !== 'float16') throw new UsageError('--dtype must be float32 or float16');
+  return loadModel(dir, { device: flags.device, dtype });
+}
+
+/** A progress bar on a terminal; nothing when the output is not one, or with --json. */
+export function progressBar(flags: Flags, label: string): ((progress: Progress) => void) | undefined {
+  if (flags.json || !process.stderr.isTTY) return undefined;
+  return ({ step, steps, seconds }) => {
+    const width = 30;
+    const done = Math.round((step / steps) * width);
+    process.stderr.write(`\r${label.padEnd(24)} ${'#'.repeat(done)}${'.'.repeat(width - done)} ${step}/${steps} ${seconds.toFixed(1)}s`);
+    if (step === steps) process.stderr.write('\n');
+  };
+}
+
+/** A progress line with an ETA for long runs, on a terminal only. */
+export function etaLine(flags: Flags): ((done: number, total: number, item: string) => void) | undefined {
+  if (flags.json || !process.stderr.isTTY) return undefined;
+  const started = Date.now();
+  let first: number | undefined;
+  return (done, total, item) => {
+    first ??= done - 1;
+    const rate = (Date.now() - started) / 1000 / Math.max(1, done - first);
+    const eta = Math.round(rate * (total - done));
+    process.stderr.write(`\r${done}/${total} ${item.slice(0, 40).padEnd(40)} ETA ${Math.floor(eta / 60)}m${String(eta % 60).padStart(2, '0')}s`);
+    if (done === total) process.stderr.write('\n');
+  };
+}
+
+/** The command's result: JSON with --json, else the text. */
+export function report(flags: Flags, json: object, text: string): void {
+  console.log(flags.json ? JSON.stringify(json) : text);
+}

@@ -1,0 +1,22 @@
+// One error style for the library: every message starts with "easyinv: " (added here, once); an argument of the
+// wrong type is a TypeError, a value out of its range a RangeError, anything else (a file, a bundle, a run) an Error.
+const prefixed = (message: string) => (message.startsWith('easyinv: ') ? message : `easyinv: ${message}`);
+
+export function typeError(message: string): never {
+  throw new TypeError(prefixed(message));
+}
+
+export function rangeError(message: string): never {
+  throw new RangeError(prefixed(message));
+}
+
+export function failure(message: string): Error {
+  return new Error(prefixed(message));
+}
+
+/** The error an aborted run rejects with: Node's own AbortError (a DOMException), carrying the signal's reason. */
+export function abortError(message: string, reason?: unknown): DOMException {
+  const error = new DOMException(prefixed(message), 'AbortError');
+  if (reason !== undefined) Object.defineProperty(error, 'cause', { value: reason, configurable: true, writable: true });
+  return error;
+}
