@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // easyinv's DDIM and EasyInv inversion and reconstruction against diffusers' own (DDIMInverseScheduler and
-// DDIMScheduler in a Python loop, weights/reference_diffusers.py), on bundles that weights/export_sd.py made from small
-// random-weight diffusers pipelines (weights/diffusers-sd1, weights/diffusers-sdxl; weights/make_diffusers_bundles.py).
+// DDIMScheduler in a Python loop, test/python/reference_diffusers.py), on bundles that tools/export_sd.py made from small
+// random-weight diffusers pipelines (weights/diffusers-sd1, weights/diffusers-sdxl; test/python/make_diffusers_bundles.py).
 // Prints, per case, the relative difference ||easyinv - diffusers|| / ||diffusers|| of z_T and of the reconstruction.
 //   node bench/diffusers.js [--json]       (after npm run build; the bundles need LibTorch >= the PyTorch that wrote them)
 'use strict';

@@ -1,5 +1,4 @@
-// The addon's entry: per-environment state (no static V8 state, so it loads in worker threads and Electron),
-// and the process-level calls.
+// The addon's entry: the per-environment state (addon.h) made and torn down, and the process-level calls.
 #include <ATen/Parallel.h>
 #include <napi.h>
 #include <torch/cuda.h>
@@ -11,6 +10,7 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
+#include "addon.h"
 #include "convert.h"
 #include "metrics.h"
 #include "module.h"
@@ -144,8 +144,14 @@ Napi::Value ResetPeakMemory(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value LiveTensors(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(info.Env().GetInstanceData<Addon>()->live_tensors));
+  return Napi::Number::New(info.Env(), static_cast<double>(AddonOf(info.Env()).live_tensors));
 }
+
+}  // namespace
+
+EnvState& EnvStateOf(Napi::Env env) { return *AddonOf(env).state; }
+
+namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* addon = new Addon{std::make_shared<EnvState>(env)};

@@ -1,6 +1,7 @@
 #include "module.h"
 
 #include "convert.h"
+#include "addon.h"
 #include "queue.h"
 #include "tensor.h"
 
@@ -89,7 +90,7 @@ Napi::Value ModuleWrap::Load(const Napi::CallbackInfo& info) {
     return LoadedModule{module, path, device, dtype};
   };
   auto deliver = [](Napi::Env env, LoadedModule& loaded) -> Napi::Value {
-    return env.GetInstanceData<Addon>()->module_class.New({Napi::External<LoadedModule>::New(env, &loaded)});
+    return AddonOf(env).module_class.New({Napi::External<LoadedModule>::New(env, &loaded)});
   };
   return Schedule(env, device, "loading TorchScript module '" + path + "'", work, deliver);
 }

@@ -58,13 +58,8 @@ class Job {
   friend class EnvState;
 };
 
-// Per JS environment: the completion channel and the classes it exposes.
-struct Addon {
-  std::shared_ptr<EnvState> state;
-  Napi::FunctionReference tensor_class;
-  Napi::FunctionReference module_class;
-  int64_t live_tensors = 0;  // Tensor handles not yet disposed (JS thread only)
-};
+// The completion channel of the JS environment `env` (kept with the addon's per-environment state, addon.h).
+EnvState& EnvStateOf(Napi::Env env);
 
 // Runs `work` on the device's thread; `deliver` turns its value into JS on the JS thread.
 template <typename Work, typename Deliver>
@@ -86,7 +81,7 @@ Napi::Promise Schedule(Napi::Env env, const c10::Device& device, std::string wha
   };
   auto* job = new Task(env, std::move(what), std::move(work), std::move(deliver));
   Napi::Promise promise = job->Promise();
-  env.GetInstanceData<Addon>()->state->Submit(device, job);
+  EnvStateOf(env).Submit(device, job);
   return promise;
 }
 

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "convert.h"
+#include "addon.h"
 #include "queue.h"
 
 namespace easyinv {
@@ -127,7 +128,7 @@ TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor
     ThrowType(info.Env(), "Tensor cannot be constructed directly: use Tensor.fromArray or Tensor.randn");
   }
   tensor_ = *info[0].As<Napi::External<at::Tensor>>().Data();
-  ++info.Env().GetInstanceData<Addon>()->live_tensors;
+  ++AddonOf(info.Env()).live_tensors;
 }
 
 TensorWrap::~TensorWrap() { Release(Env()); }
@@ -135,15 +136,15 @@ TensorWrap::~TensorWrap() { Release(Env()); }
 void TensorWrap::Release(Napi::Env env) {
   if (!tensor_.defined()) return;
   tensor_.reset();
-  --env.GetInstanceData<Addon>()->live_tensors;
+  --AddonOf(env).live_tensors;
 }
 
 Napi::Object TensorWrap::Wrap(Napi::Env env, at::Tensor tensor) {
-  return env.GetInstanceData<Addon>()->tensor_class.New({Napi::External<at::Tensor>::New(env, &tensor)});
+  return AddonOf(env).tensor_class.New({Napi::External<at::Tensor>::New(env, &tensor)});
 }
 
 at::Tensor TensorWrap::Extract(Napi::Env env, const Napi::Value& value, const std::string& what) {
-  const auto& tensor_class = env.GetInstanceData<Addon>()->tensor_class;
+  const auto& tensor_class = AddonOf(env).tensor_class;
   if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(tensor_class.Value())) {
     ThrowType(env, what + " must be a Tensor");
   }

@@ -85,7 +85,7 @@ export function manifestProblems(manifest: unknown): string[] {
 
 export function readManifest(dir: string): Manifest {
   const file = path.join(dir, 'manifest.json');
-  if (!fs.existsSync(file)) throw bundleError(dir, 'has no manifest.json (make bundles with weights/export_sd.py)');
+  if (!fs.existsSync(file)) throw bundleError(dir, 'has no manifest.json (make bundles with tools/export_sd.py)');
   let manifest: Manifest;
   try {
     manifest = JSON.parse(fs.readFileSync(file, 'utf8'));

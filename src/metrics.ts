@@ -9,7 +9,7 @@ export const psnr = (a: Tensor, b: Tensor): Promise<number[]> => addon.psnr(a, b
 export const ssim = (a: Tensor, b: Tensor): Promise<number[]> => addon.ssim(a, b);
 
 /**
- * LPIPS (Zhang et al. 2018; VGG, v0.1) through a TorchScript network made by weights/export_lpips.py, whose forward
+ * LPIPS (Zhang et al. 2018; VGG, v0.1) through a TorchScript network made by tools/export_lpips.py, whose forward
  * takes two image batches in [-1, 1], as the lpips package does, and returns one distance per image.
  */
 export async function lpips(a: Tensor, b: Tensor, net: Module): Promise<number[]> {
@@ -22,5 +22,5 @@ export async function lpips(a: Tensor, b: Tensor, net: Module): Promise<number[]
   return values;
 }
 
-/** Loads an LPIPS network (a TorchScript file from weights/export_lpips.py). */
+/** Loads an LPIPS network (a TorchScript file from tools/export_lpips.py). */
 export const loadLpips = (file: string, placement?: Placement): Promise<Module> => loadModule(file, placement);

@@ -82,12 +82,12 @@ export class Model {
     const dtype = options.dtype ?? manifest.dtype;
     if (manifest.device === 'cuda' && !device.startsWith('cuda')) {
       throw bundleError(dir, `was traced on cuda and cannot run on ${device}: export a cpu bundle ` +
-        '(weights/export_sd.py --device cpu --dtype float32)');
+        '(tools/export_sd.py --device cpu --dtype float32)');
     }
     const dtypes = manifest.dtypes ?? [manifest.dtype];
     if (!dtypes.includes(dtype)) {
       throw bundleError(dir, `was traced in ${manifest.dtype}, not ${dtype}: export one in ${dtype} ` +
-        `(weights/export_sd.py --dtype ${dtype})`);
+        `(tools/export_sd.py --dtype ${dtype})`);
     }
     const { files } = manifest;
     const load = (name?: string) => (name === undefined ? undefined : loadModule(path.join(dir, name), { device, dtype }));
@@ -243,7 +243,7 @@ export class Model {
       : Array.isArray(output) ? `an array of ${output.length} values` : `a ${typeof output}`;
     disposeAll(output);
     throw new Error(`easyinv: the UNet of ${this.dir} returned ${what}; a noise prediction is one tensor of the ` +
-      `latents' shape [${latents.shape.join(', ')}] (export with weights/export_sd.py, which unwraps diffusers' outputs)`);
+      `latents' shape [${latents.shape.join(', ')}] (export with tools/export_sd.py, which unwraps diffusers' outputs)`);
   }
 
   dispose(): void {

@@ -1,5 +1,5 @@
 // CLIP's BPE tokenizer (SD-V1-4's and SDXL's text encoders) over @huggingface/tokenizers, read from a tokenizer.json
-// such as weights/clip/tokenizer.json (made by weights/make_tokenizer.py).
+// such as weights/clip/tokenizer.json (made by test/python/make_tokenizer.py).
 import { readFileSync } from 'fs';
 import { Tokenizer } from '@huggingface/tokenizers';
 

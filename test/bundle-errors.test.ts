@@ -31,7 +31,7 @@ function file(name: string, content: Buffer | string): string {
 
 describe('bad bundles', () => {
   test('a folder without manifest.json', async () => {
-    await expect(loadModel(scratch)).rejects.toThrow(/has no manifest.json \(make bundles with weights\/export_sd.py\)/);
+    await expect(loadModel(scratch)).rejects.toThrow(/has no manifest.json \(make bundles with tools\/export_sd.py\)/);
   });
 
   test('a manifest that is not JSON', async () => {

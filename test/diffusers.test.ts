@@ -1,4 +1,4 @@
-// Bundles exported by weights/export_sd.py from small random-weight diffusers pipelines (real UNet, VAE and
+// Bundles exported by tools/export_sd.py from small random-weight diffusers pipelines (real UNet, VAE and
 // transformers CLIP code, CLIP's int64 position_ids), against diffusers' own DDIM inversion and sampling.
 import * as path from 'path';
 

@@ -1,4 +1,4 @@
-// weights/export_sd.py: its Python tests (argument checks, manifest, wrappers traced around stand-ins of the diffusers
+// tools/export_sd.py: its Python tests (argument checks, manifest, wrappers traced around stand-ins of the diffusers
 // modules, the whole export loop) run with Debian's python3-torch; --help must work without torch.
 import { spawnSync } from 'child_process';
 import * as path from 'path';
@@ -14,7 +14,7 @@ const reason = hasTorch ? '' : ` (skipped: ${debianPython} cannot import torch)`
 
 describe('export_sd.py', () => {
   withTorch(`its unittest suite passes${reason}`, () => {
-    const result = run(debianPython, ['-m', 'unittest', 'weights/test_export_sd.py']);
+    const result = run(debianPython, ['-m', 'unittest', 'tools/test_export_sd.py']);
     const output = `${result.stdout}${result.stderr}`;
     expect(result.error).toBeUndefined();
     if (result.status !== 0) throw new Error(`python unittest failed:\n${output}`);
@@ -23,7 +23,7 @@ describe('export_sd.py', () => {
   }, 200_000);
 
   test('--help lists the main options', () => {
-    const result = run('python3', ['weights/export_sd.py', '--help']);
+    const result = run('python3', ['tools/export_sd.py', '--help']);
     expect(result.error).toBeUndefined();
     expect(result.status).toBe(0);
     for (const option of ['--model', '--out', '--device', '--dtype', '--random-weights']) {

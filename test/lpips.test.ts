@@ -4,8 +4,8 @@ import * as path from 'path';
 import { loadLpips, lpips, readImage, Tensor } from '../src';
 import type { Module } from '../src';
 
-// weights/test-lpips/lpips.pt: LPIPS's structure with small random weights (weights/make_test_lpips.py), wrapped
-// as weights/export_lpips.py wraps the real network; not a perceptual metric, but the same contract.
+// weights/test-lpips/lpips.pt: LPIPS's structure with small random weights (test/python/make_test_lpips.py), wrapped
+// as tools/export_lpips.py wraps the real network; not a perceptual metric, but the same contract.
 const root = path.join(__dirname, '..');
 const photos = ['astronaut', 'chelsea', 'coffee'];
 const python = '/usr/bin/python3';
@@ -85,10 +85,10 @@ describe('lpips', () => {
   const hasTorch = spawnSync(python, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
   (hasTorch ? test : test.skip)(
     hasTorch
-      ? 'weights/test_export_lpips.py passes under /usr/bin/python3'
-      : 'weights/test_export_lpips.py (skipped: /usr/bin/python3 cannot import torch)',
+      ? 'tools/test_export_lpips.py passes under /usr/bin/python3'
+      : 'tools/test_export_lpips.py (skipped: /usr/bin/python3 cannot import torch)',
     () => {
-      const run = spawnSync(python, ['-m', 'unittest', 'weights/test_export_lpips.py'], { cwd: root, encoding: 'utf8' });
+      const run = spawnSync(python, ['-m', 'unittest', 'tools/test_export_lpips.py'], { cwd: root, encoding: 'utf8' });
       const output = `${run.stdout}${run.stderr}`;
       expect({ status: run.status, output }).toEqual({ status: 0, output: expect.stringMatching(/\nOK\b/) });
     },

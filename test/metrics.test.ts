@@ -12,7 +12,7 @@ async function photoPixels(name: string) {
   return { pixels: new Uint8Array(data), width: info.width, height: info.height };
 }
 
-// The same exact integer degradations as weights/reference_metrics.py.
+// The same exact integer degradations as test/python/reference_metrics.py.
 function degrade(pixels: Uint8Array, width: number, height: number, kind: string): Uint8Array {
   const out = new Uint8Array(pixels.length);
   for (let y = 0; y < height; y++) {

@@ -11,14 +11,14 @@ interface ReferenceCase {
   pieces: string[];
   ids: number[];
 }
-// Written by weights/reference_tokenize.py, a pure-Python CLIP tokenizer that shares no code with the one tested here.
+// Written by test/python/reference_tokenize.py, a pure-Python CLIP tokenizer that shares no code with the one tested here.
 const reference: ReferenceCase[] = JSON.parse(
   readFileSync(join(__dirname, 'fixtures', 'tokenizer-reference.json'), 'utf8'),
 );
 
 function referenceCase(prompt: string): ReferenceCase {
   const found = reference.find((c) => c.prompt === prompt);
-  if (!found) throw new Error(`no reference for ${JSON.stringify(prompt)}: rerun weights/reference_tokenize.py`);
+  if (!found) throw new Error(`no reference for ${JSON.stringify(prompt)}: rerun test/python/reference_tokenize.py`);
   return found;
 }
 

@@ -32,7 +32,7 @@ export interface CompareOptions {
   /** Shard k of n (0 <= k < n): the images whose index modulo n is k. */
   shard?: { index: number; count: number };
   resume?: boolean;
-  /** An LPIPS TorchScript network (weights/export_lpips.py); without one the LPIPS column says n/a. */
+  /** An LPIPS TorchScript network (tools/export_lpips.py); without one the LPIPS column says n/a. */
   lpipsNetwork?: string;
   onItem?: (done: number, total: number, item: string) => void;
 }
@@ -154,7 +154,7 @@ export function bundleFor(models: string[], dtype: ModelDtype): string {
     const manifest = readManifest(dir);
     return (manifest.dtypes ?? [manifest.dtype]).includes(dtype);
   });
-  if (!found) throw new Error(`easyinv: no bundle among ${models.join(', ')} runs in ${dtype}: export one (weights/export_sd.py --dtype ${dtype}) and pass both to --model`);
+  if (!found) throw new Error(`easyinv: no bundle among ${models.join(', ')} runs in ${dtype}: export one (tools/export_sd.py --dtype ${dtype}) and pass both to --model`);
   return found;
 }
 

@@ -88,7 +88,7 @@ export function summaryMarkdown(summary: Summary): string {
     `# easyinv compare: ${model.name}`,
     '',
     `${model.family} on ${model.device}; ${summary.images} images; ${summary.skipped.length} files skipped.`,
-    summary.lpipsNetwork ? `LPIPS network: ${summary.lpipsNetwork}.` : 'LPIPS: n/a (no LPIPS network given: make one with weights/export_lpips.py and pass --lpips).',
+    summary.lpipsNetwork ? `LPIPS network: ${summary.lpipsNetwork}.` : 'LPIPS: n/a (no LPIPS network given: make one with tools/export_lpips.py and pass --lpips).',
     '',
     '## Table 1: inversion and reconstruction per method',
     '',

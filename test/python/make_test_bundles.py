@@ -11,20 +11,24 @@ int64 position_ids buffer.
 The UNet and text encoders have seeded random weights. The VAE's convolutions get designed weights instead (2x2
 averaging down, nearest-neighbour up, a colour map in and out), so that decode(encode(image)) is a faithful, blurred
 image and the demo's pictures mean something. Run with Debian's python3-torch (1.13):
-    /usr/bin/python3 weights/make_test_bundles.py
+    /usr/bin/python3 test/python/make_test_bundles.py
 """
 import json
 import math
 import os
+import sys
 from typing import Tuple
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from torchscript_file import save_without_sources
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WEIGHTS = os.path.join(REPO, "weights")
+sys.path.insert(0, os.path.join(REPO, "tools"))
+
+from torchscript_file import save_without_sources  # noqa: E402
 SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
              "steps_offset": 1, "set_alpha_to_one": False, "timestep_spacing": "leading"}
 VOCAB = 4096  # token ids are hashed into a small table to keep the files small
@@ -268,7 +272,7 @@ def save(folder: str, name: str, module: nn.Module) -> str:
 
 
 def write_bundle(name: str, family: str, resolution: int, scaling_factor: float, modules: dict, cond: int) -> None:
-    folder = os.path.join(HERE, name)
+    folder = os.path.join(WEIGHTS, name)
     os.makedirs(folder, exist_ok=True)
     files = {role: save(folder, f"{role}.pt", module) for role, module in modules.items()}
     files["tokenizer"] = "../clip/tokenizer.json"

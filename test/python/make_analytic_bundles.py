@@ -6,18 +6,22 @@
 - weights/analytic-mixture: x0 ~ sum_k pi_k N(mu_k, s_k^2 I); eps(x, t) = -sqrt(1 - a_t) grad log p_t(x), where
   grad log p_t(x) = -sum_k r_k(x) (x - sqrt(a_t) mu_k) / (a_t s_k^2 + 1 - a_t), r = softmax of the log-densities.
 In both, the condition's first value shifts every mean (so that guidance changes the answer); an empty prompt's
-condition is zeros. Run with Debian's python3-torch (1.13): /usr/bin/python3 weights/make_analytic_bundles.py
+condition is zeros. Run with Debian's python3-torch (1.13): /usr/bin/python3 test/python/make_analytic_bundles.py
 """
 import json
 import math
 import os
+import sys
 
 import torch
 from torch import nn
 
-from torchscript_file import save_without_sources
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WEIGHTS = os.path.join(REPO, "weights")
+sys.path.insert(0, os.path.join(REPO, "tools"))
+
+from torchscript_file import save_without_sources  # noqa: E402
 CHANNELS, SIZE, COND = 4, 8, (77, 8)
 SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
              "steps_offset": 1, "set_alpha_to_one": False, "timestep_spacing": "leading"}
@@ -65,7 +69,7 @@ class MixtureNoise(nn.Module):
 
 
 def write_bundle(name: str, module: nn.Module, description: str) -> None:
-    folder = os.path.join(HERE, name)
+    folder = os.path.join(WEIGHTS, name)
     os.makedirs(folder, exist_ok=True)
     save_without_sources(torch.jit.script(module.eval()), os.path.join(folder, "unet.pt"))
     manifest = {

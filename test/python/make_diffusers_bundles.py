@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """Builds tiny random-weight diffusers pipelines (Stable Diffusion 1.x and SDXL, with the real classes and block
-kinds, small widths) and exports them with weights/export_sd.py into the bundles weights/diffusers-sd1 and
+kinds, small widths) and exports them with tools/export_sd.py into the bundles weights/diffusers-sd1 and
 weights/diffusers-sdxl. They check export_sd.py against real diffusers and transformers, and give the library
 bundles with the properties of real exported ones (diffusers' traced graphs, CLIP's int64 position_ids buffer,
 the real tokenizers' padding: "<|endoftext|>" for SD 1.x and SDXL's first tokenizer, "!" (id 0) for SDXL's
-second), small enough to commit. weights/reference_diffusers.py computes diffusers' own inversions on the same
+second), small enough to commit. test/python/reference_diffusers.py computes diffusers' own inversions on the same
 pipelines (keep them with --pipelines).
 
 diffusers is used from a source checkout (git clone https://github.com/huggingface/diffusers); transformers,
 safetensors and huggingface-hub from pip. From the repository root:
 
-    PYTHONPATH=<diffusers checkout>/src HF_HUB_OFFLINE=1 python weights/make_diffusers_bundles.py \\
+    PYTHONPATH=<diffusers checkout>/src HF_HUB_OFFLINE=1 python test/python/make_diffusers_bundles.py \\
         --pipelines <folder for the diffusers pipelines>
 
 What it does, per family (seeded: the same versions give the same weights):
@@ -22,7 +22,7 @@ What it does, per family (seeded: the same versions give the same weights):
      UNet's output depends on its sample, timestep and condition;
   3. saves it with save_pretrained into <pipelines>/sd1 or <pipelines>/sdxl (a temporary folder without
      --pipelines);
-  4. runs weights/export_sd.py on that folder (--device cpu --dtype float32 --name easyinv/diffusers-<family>);
+  4. runs tools/export_sd.py on that folder (--device cpu --dtype float32 --name easyinv/diffusers-<family>);
   5. removes the TorchScript debug records (*.debug_pkl) from the exported modules: they hold the Python
      source lines of the traced code (diffusers' and transformers') and the paths of this machine's files;
      loading does not need them. Writes the tokenizer JSONs without indentation (same content, half the size);
@@ -38,11 +38,14 @@ import tempfile
 
 import torch
 
-from torchscript_file import strip_sources
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-CLIP_TOKENIZER = os.path.join(HERE, "clip", "tokenizer.json")
-EXPORT = os.path.join(HERE, "export_sd.py")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WEIGHTS = os.path.join(REPO, "weights")
+sys.path.insert(0, os.path.join(REPO, "tools"))
+
+from torchscript_file import strip_sources  # noqa: E402
+CLIP_TOKENIZER = os.path.join(WEIGHTS, "clip", "tokenizer.json")
+EXPORT = os.path.join(REPO, "tools", "export_sd.py")
 TOKENS = 77
 RESOLUTION = 128  # pixels; latents are 16 x 16
 
@@ -181,7 +184,7 @@ def compact_json(path):
 def show_buffers(path):
     module = torch.jit.load(path)
     buffers = [f"{name} {tuple(buffer.shape)} {buffer.dtype}" for name, buffer in module.named_buffers()]
-    print(f"make_diffusers_bundles: {os.path.relpath(path, os.path.dirname(HERE))} buffers: " + "; ".join(buffers))
+    print(f"make_diffusers_bundles: {os.path.relpath(path, REPO)} buffers: " + "; ".join(buffers))
     positions = [buffer for name, buffer in module.named_buffers() if name.endswith("position_ids")]
     if not positions or any(buffer.dtype != torch.int64 for buffer in positions):
         raise SystemExit(f"make_diffusers_bundles: {path}: no int64 position_ids buffer")
@@ -191,8 +194,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pipelines", default=None,
                         help="folder to keep the diffusers pipelines in (<folder>/sd1, <folder>/sdxl) for "
-                             "weights/reference_diffusers.py (default: a temporary folder, removed)")
-    parser.add_argument("--out", default=HERE, help="where the bundles go (default: the weights folder)")
+                             "test/python/reference_diffusers.py (default: a temporary folder, removed)")
+    parser.add_argument("--out", default=WEIGHTS, help="where the bundles go (default: the weights folder)")
     parser.add_argument("--families", default="sd1,sdxl")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

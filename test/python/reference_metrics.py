@@ -2,7 +2,7 @@
 """Reference values for the metrics: scikit-image's PSNR and SSIM (SPEC section 6 settings) between each photo in
 weights/photos and degraded copies of it. The degradations are exact integer operations on the 8-bit pixels, so the
 tests can make the same images. Writes test/fixtures/reference-metrics.json.
-Run with Debian's packages: apt-get install python3-skimage; /usr/bin/python3 weights/reference_metrics.py
+Run with Debian's packages: apt-get install python3-skimage; /usr/bin/python3 test/python/reference_metrics.py
 """
 import json
 import os
@@ -11,8 +11,8 @@ import numpy as np
 from skimage.io import imread
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.join(HERE, "..", "test", "fixtures", "reference-metrics.json")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OUT = os.path.join(REPO, "test", "fixtures", "reference-metrics.json")
 
 
 def degrade(pixels: np.ndarray, kind: str) -> np.ndarray:
@@ -31,7 +31,7 @@ def degrade(pixels: np.ndarray, kind: str) -> np.ndarray:
 def main() -> None:
     fixture = {}
     for name in ("astronaut", "coffee", "chelsea"):
-        pixels = imread(os.path.join(HERE, "photos", f"{name}.png"))[..., :3]
+        pixels = imread(os.path.join(REPO, "weights", "photos", f"{name}.png"))[..., :3]
         original = pixels.astype(np.float64) / 255
         for kind in ("bits4", "shift2", "pattern"):
             degraded = degrade(pixels, kind).astype(np.float64) / 255

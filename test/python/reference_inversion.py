@@ -2,15 +2,15 @@
 """An independent reference for the inversion engine: the schedule, DDIM inversion, EasyInv, fixed-point iteration
 and DDIM reconstruction written directly in PyTorch over the analytic bundles' TorchScript files (as diffusers'
 DDIMScheduler / DDIMInverseScheduler and prompt-to-prompt's next_step define them). Its outputs are committed as
-test/fixtures/reference-inversion.json. Run with Debian's python3-torch: /usr/bin/python3 weights/reference_inversion.py
+test/fixtures/reference-inversion.json. Run with Debian's python3-torch: /usr/bin/python3 test/python/reference_inversion.py
 """
 import json
 import os
 
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.join(HERE, "..", "test", "fixtures", "reference-inversion.json")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OUT = os.path.join(REPO, "test", "fixtures", "reference-inversion.json")
 
 
 def alphas_cumprod() -> torch.Tensor:
@@ -118,7 +118,7 @@ def flat(tensor) -> list:
 def main() -> None:
     fixture = {"alpha_bar": {str(t): float(ALPHAS[t]) for t in (0, 1, 900, 950, 981, 999)}, "bundles": {}}
     for name in ("analytic-gaussian", "analytic-mixture"):
-        unet = torch.jit.load(os.path.join(HERE, name, "unet.pt"))
+        unet = torch.jit.load(os.path.join(REPO, "weights", name, "unet.pt"))
         z0 = in_distribution_samples(unet, name)
         cases = {
             "ddim-10": (10, {}),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes weights/test-lpips/lpips.pt: a small stand-in for the LPIPS network of weights/export_lpips.py, for the
+"""Writes weights/test-lpips/lpips.pt: a small stand-in for the LPIPS network of tools/export_lpips.py, for the
 tests (test/lpips.test.ts). It is NOT a perceptual metric: its weights are random (seeded).
 
 It has LPIPS's structure (Zhang et al. 2018, v0.1) at a small size: the lpips ScalingLayer, a VGG-like trunk
@@ -9,7 +9,7 @@ and the sum over taps. It is wrapped in export_lpips.LpipsWrapper, the wrapper t
 (not traced), so it runs at any batch and image size: forward(a, b), images [B,3,H,W] in [-1, 1] -> [B].
 
 Run with Debian's python3-torch (1.13) so that LibTorch 1.13 and newer can load the file:
-    /usr/bin/python3 weights/make_test_lpips.py
+    /usr/bin/python3 test/python/make_test_lpips.py
 """
 import os
 import sys
@@ -18,11 +18,11 @@ from typing import List
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools"))
 from export_lpips import LpipsWrapper  # noqa: E402
 from torchscript_file import save_without_sources  # noqa: E402
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "test-lpips", "lpips.pt")
+OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "weights", "test-lpips", "lpips.pt")
 CHANNELS = (4, 8, 12, 16, 16)  # VGG16's taps have 64, 128, 256, 512, 512
 CONVS = (2, 2, 3, 3, 3)  # 3x3 convolutions per stage, as in VGG16
 

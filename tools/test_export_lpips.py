@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Tests of weights/export_lpips.py and weights/make_test_lpips.py that run without the lpips package: the wrapper
+"""Tests of tools/export_lpips.py and test/python/make_test_lpips.py that run without the lpips package: the wrapper
 around stand-ins with lpips.LPIPS's call convention, argument parsing, the whole export (trace, check, save) over a
 stand-in `lpips` module, and the small test network.
 
-    /usr/bin/python3 -m unittest weights/test_export_lpips.py -v      (from the repository root)
+    /usr/bin/python3 -m unittest tools/test_export_lpips.py -v      (from the repository root)
 """
 import contextlib
 import io
@@ -17,7 +17,9 @@ from unittest import mock
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "test", "python"))  # the tiny LPIPS network the tests also use
 import export_lpips as ex  # noqa: E402
 import argparse_testing  # noqa: E402
 import make_test_lpips as tiny  # noqa: E402
@@ -165,7 +167,7 @@ class TinyNetwork(unittest.TestCase):
 
     def test_the_saved_file_is_this_network(self):
         if not os.path.exists(tiny.OUT):
-            self.skipTest(f"{tiny.OUT} not written yet (run weights/make_test_lpips.py)")
+            self.skipTest(f"{tiny.OUT} not written yet (run test/python/make_test_lpips.py)")
         self.assertLess(os.path.getsize(tiny.OUT), 1 << 20)
         loaded = torch.jit.load(tiny.OUT)
         a, b = images(2, 48, seed=3)

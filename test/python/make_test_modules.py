@@ -2,19 +2,25 @@
 """Writes the small TorchScript modules the native-core tests use, into weights/test/.
 
 Run with Debian's python3-torch (1.13) so that LibTorch 1.13 and newer can load the files:
-    /usr/bin/python3 weights/make_test_modules.py
+    /usr/bin/python3 test/python/make_test_modules.py
 The weights are seeded, so the files are the same on every run of the same PyTorch.
 """
 import json
 import math
 import os
+import sys
 
 import torch
 from torch import nn
 
-from torchscript_file import save_without_sources
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "test")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WEIGHTS = os.path.join(REPO, "weights")
+sys.path.insert(0, os.path.join(REPO, "tools"))
+
+from torchscript_file import save_without_sources  # noqa: E402
+
+OUT = os.path.join(WEIGHTS, "test")
 
 
 class ConvUNet(nn.Module):

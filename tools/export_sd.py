@@ -3,11 +3,11 @@
 Stable Diffusion 1.x or SDXL checkpoint.
 
     pip install torch diffusers transformers
-    python weights/export_sd.py --model CompVis/stable-diffusion-v1-4 --out bundles/sd14-cuda-fp16 \\
+    python tools/export_sd.py --model CompVis/stable-diffusion-v1-4 --out bundles/sd14-cuda-fp16 \\
         --device cuda --dtype float16
-    python weights/export_sd.py --model stabilityai/stable-diffusion-xl-base-1.0 --out bundles/sdxl-cuda-fp16 \\
+    python tools/export_sd.py --model stabilityai/stable-diffusion-xl-base-1.0 --out bundles/sdxl-cuda-fp16 \\
         --vae madebyollin/sdxl-vae-fp16-fix
-    python weights/export_sd.py --model ./my-sd15 --out bundles/sd15-cpu --device cpu --dtype float32
+    python tools/export_sd.py --model ./my-sd15 --out bundles/sd15-cpu --device cpu --dtype float32
 
 --model is a Hugging Face id or a local folder in the diffusers layout (model_index.json, unet/, vae/, ...).
 
@@ -44,7 +44,7 @@ Limits, as far as known:
   or a beta schedule other than linear / scaled_linear are refused.
 
 --help, the argument checks, the manifest code and the wrappers need neither diffusers nor transformers (the
-tests in weights/test_export_sd.py run them with torch only).
+tests in tools/test_export_sd.py run them with torch only).
 """
 import argparse
 import datetime

@@ -3,8 +3,8 @@
 linear layers, from the `lpips` Python package, as a TorchScript file.
 
     pip install lpips torch
-    python weights/export_lpips.py                                  # cpu, float32, writes lpips_vgg.pt
-    python weights/export_lpips.py --device cuda --dtype float16 --out lpips_vgg_fp16.pt
+    python tools/export_lpips.py                                  # cpu, float32, writes lpips_vgg.pt
+    python tools/export_lpips.py --device cuda --dtype float16 --out lpips_vgg_fp16.pt
 
 The file's forward(a, b) takes two image batches [B,3,H,W] in [-1, 1] (the lpips package's convention; easyinv's
 lpips() maps its [0, 1] images to [-1, 1] first) and returns the B distances, shape [B]. It is

@@ -8,14 +8,14 @@ two halves joined), then '<|startoftext|>' (49406) and '<|endoftext|>' (49407). 
 split regex, byte-level mapping, BPE with end-of-word suffix, start/end tokens) is the one of Hugging Face's
 CLIPTokenizerFast, so that @huggingface/tokenizers gives the same ids as openai/CLIP and diffusers.
 
-Standard library only: /usr/bin/python3 weights/make_tokenizer.py [--merges FILE.gz] [--out tokenizer.json]
+Standard library only: /usr/bin/python3 test/python/make_tokenizer.py [--merges FILE.gz] [--out tokenizer.json]
 """
 import argparse
 import gzip
 import json
 import os
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_MERGES = os.path.join(REPO, '..', 'shared', 'data', 'clip', 'bpe_simple_vocab_16e6.txt.gz')
 DEFAULT_OUT = os.path.join(REPO, 'weights', 'clip', 'tokenizer.json')
 MERGE_COUNT = 49152 - 256 - 2

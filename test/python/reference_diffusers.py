@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Reference inversions computed by diffusers itself, on the tiny pipelines of weights/make_diffusers_bundles.py,
+"""Reference inversions computed by diffusers itself, on the tiny pipelines of test/python/make_diffusers_bundles.py,
 for comparing easyinv's bundles (weights/diffusers-sd1, weights/diffusers-sdxl) against diffusers.
 
-    PYTHONPATH=<diffusers checkout>/src HF_HUB_OFFLINE=1 python weights/make_diffusers_bundles.py \\
+    PYTHONPATH=<diffusers checkout>/src HF_HUB_OFFLINE=1 python test/python/make_diffusers_bundles.py \\
         --pipelines <pipelines>
-    PYTHONPATH=<diffusers checkout>/src HF_HUB_OFFLINE=1 python weights/reference_diffusers.py \\
+    PYTHONPATH=<diffusers checkout>/src HF_HUB_OFFLINE=1 python test/python/reference_diffusers.py \\
         --pipelines <pipelines> --out weights/test/diffusers-reference.safetensors --check-bundles weights
 
 Everything runs in float32 on the CPU with diffusers' own classes: the pipeline's encode_prompt (SD 1.x:

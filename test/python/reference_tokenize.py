@@ -2,13 +2,13 @@
 """Independent reference for src/tokenizer.ts: CLIP's BPE tokenizer re-implemented from the merges list alone.
 
 It follows openai/CLIP's simple_tokenizer (byte-level symbols, CLIP's split regex, BPE with '</w>' on the last
-symbol of each word) without sharing code with weights/make_tokenizer.py or @huggingface/tokenizers, and writes the
+symbol of each word) without sharing code with test/python/make_tokenizer.py or @huggingface/tokenizers, and writes the
 ids of a few prompts to test/fixtures/tokenizer-reference.json for test/tokenizer.test.ts. Text is cleaned like
 CLIPTokenizerFast (NFC, whitespace runs to one space, lower case); ftfy and HTML unescaping, which only the Python
 CLIP package does, are left out, so the prompts below avoid mojibake and HTML entities. Python's re has no \\p{L},
 so the split regex is a hand-written scanner over unicodedata categories.
 
-Standard library only: /usr/bin/python3 weights/reference_tokenize.py [--merges FILE.gz] [--out FILE.json]
+Standard library only: /usr/bin/python3 test/python/reference_tokenize.py [--merges FILE.gz] [--out FILE.json]
 """
 import argparse
 import gzip
@@ -17,7 +17,7 @@ import os
 import re
 import unicodedata
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_MERGES = os.path.join(REPO, '..', 'shared', 'data', 'clip', 'bpe_simple_vocab_16e6.txt.gz')
 DEFAULT_OUT = os.path.join(REPO, 'test', 'fixtures', 'tokenizer-reference.json')
 START, END, CONTEXT = '<|startoftext|>', '<|endoftext|>', 77

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Tests of weights/export_sd.py that run without diffusers or transformers: argument parsing, the manifest, the
+"""Tests of tools/export_sd.py that run without diffusers or transformers: argument parsing, the manifest, the
 wrappers traced around small stand-ins that follow the diffusers / transformers call conventions, the trace check,
 and the whole export loop over a stand-in checkpoint.
 
-    /usr/bin/python3 -m unittest weights/test_export_sd.py -v      (from the repository root)
+    /usr/bin/python3 -m unittest tools/test_export_sd.py -v      (from the repository root)
 """
 import contextlib
 import io
