@@ -4,13 +4,14 @@
 import { execFileSync, spawnSync } from 'child_process';
 import * as path from 'path';
 
+import { rangeError } from './errors';
 import { bundleFor } from './compare/compare';
 import { stepsFor } from './evaluation';
 import { median } from './format';
 import { invert, type MethodName } from './inversion';
 import type { ModelDtype } from './manifest';
 import { loadModel, type Model } from './model';
-import { addon, type Tensor } from './native';
+import { addon, disposeAll, type Tensor } from './native';
 
 export interface BenchOptions {
   models: string[];
@@ -67,7 +68,7 @@ async function timeBareForwards(model: Model, z0: Tensor, calls: number, repeats
   await once();
   const seconds: number[] = [];
   for (let i = 0; i < repeats; i++) seconds.push(await once());
-  [condition.states, condition.textEmbeds, condition.timeIds].forEach((t) => t?.dispose());
+  disposeAll({ ...condition });
   return median(seconds);
 }
 
@@ -85,7 +86,7 @@ function pythonSeconds(python: string, bundle: string, dtype: ModelDtype, device
 
 export async function bench(options: BenchOptions, onRow?: (row: BenchRow) => void): Promise<{ rows: BenchRow[]; python: string | null }> {
   const { steps = 50, repeats = 5, batches = [1, 4, 16] } = options;
-  if (!Number.isInteger(repeats) || repeats < 1) throw new Error(`easyinv: repeats must be an integer >= 1, not ${repeats}`);
+  if (!Number.isInteger(repeats) || repeats < 1) rangeError(`repeats must be an integer >= 1, not ${repeats}`);
   const python = findPython(options.python);
   const rows: BenchRow[] = [];
   for (const dtype of options.dtypes) {

@@ -10,8 +10,8 @@ export function rangeError(message: string): never {
   throw new RangeError(prefixed(message));
 }
 
-export function failure(message: string): Error {
-  return new Error(prefixed(message));
+export function failure(message: string, options?: ErrorOptions): Error {
+  return new Error(prefixed(message), options);
 }
 
 /** The error an aborted run rejects with: Node's own AbortError (a DOMException), carrying the signal's reason. */

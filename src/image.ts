@@ -3,6 +3,7 @@
 import * as fs from 'fs';
 import sharp from 'sharp';
 
+import { failure, rangeError } from './errors';
 import { addon, type Tensor } from './native';
 
 /** 'fill' stretches to a square, as the reference code's resize does; 'cover' crops to the centre square first. */
@@ -11,7 +12,7 @@ export type Fit = 'fill' | 'cover';
 const smallestSide = 16;
 
 function imageError(file: string, problem: string): Error {
-  return new Error(`easyinv: cannot read image ${file}: ${problem}`);
+  return failure(`cannot read image ${file}: ${problem}`);
 }
 
 export interface ReadOptions {
@@ -24,7 +25,7 @@ export interface ReadOptions {
 /** Reads an image file as an RGB tensor [1, 3, H, W] in [0, 1] on `device`. */
 export async function readImage(file: string, options: ReadOptions = {}): Promise<Tensor> {
   const { size, fit = 'fill', device = 'cpu' } = options;
-  if (fit !== 'fill' && fit !== 'cover') throw new RangeError(`easyinv: fit must be 'fill' or 'cover', not ${fit}`);
+  if (fit !== 'fill' && fit !== 'cover') rangeError(`fit must be 'fill' or 'cover', not ${fit}`);
   const stat = fs.statSync(file, { throwIfNoEntry: false });
   if (stat === undefined) throw imageError(file, 'no such file');
   if (!stat.isFile()) throw imageError(file, 'not a file');
@@ -78,7 +79,7 @@ export async function quantize(images: Tensor): Promise<Tensor> {
 async function rgbBytes(images: Tensor): Promise<{ data: Buffer; width: number; height: number }> {
   const [, channels, height, width] = images.shape;
   if (images.shape.length !== 4 || channels !== 3) {
-    throw new RangeError(`easyinv: an image tensor has shape [B, 3, H, W], not [${images.shape.join(', ')}]`);
+    rangeError(`an image tensor has shape [B, 3, H, W], not [${images.shape.join(', ')}]`);
   }
   const values = await images.toArray();
   const plane = width * height;

@@ -1,6 +1,7 @@
 // Latents on disk as safetensors (readable from Python with safetensors.torch.load_file), with string metadata.
 import * as fs from 'fs';
 
+import { failure } from './errors';
 import { addon, type Tensor } from './native';
 
 export interface LatentFile {
@@ -75,7 +76,7 @@ function headerEntries(header: unknown, dataLength: number): { entries: Entry[];
 /** Reads a .safetensors file of float32 tensors onto `device`. */
 export function loadLatents(file: string, device = 'cpu'): LatentFile {
   const fail = (problem: string): never => {
-    throw new Error(`easyinv: cannot read latents from ${file}: ${problem}`);
+    throw failure(`cannot read latents from ${file}: ${problem}`);
   };
   let data: Buffer;
   try {

@@ -3,6 +3,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
+import { failure } from './errors';
 import type { SchedulerConfig } from './schedule';
 
 import type { Dtype } from './native';
@@ -28,7 +29,7 @@ export interface Manifest {
 }
 
 export function bundleError(dir: string, problem: string): Error {
-  return new Error(`easyinv: the bundle at ${dir} ${problem}`);
+  return failure(`the bundle at ${dir} ${problem}`);
 }
 
 type Check = (value: unknown) => boolean;

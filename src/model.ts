@@ -3,10 +3,11 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
+import { failure, rangeError, typeError } from './errors';
 import { readImage, type Fit } from './image';
 import { bundleError, compareVersions, readManifest, writerVersion, type Family, type Manifest, type ModelDtype } from './manifest';
 import { loadModule, Module } from './module';
-import { addon, isTensor, type Dtype, type ModuleOutput, type Tensor } from './native';
+import { addon, disposeAll, isTensor, type ModuleOutput, type Tensor } from './native';
 import type { SchedulerConfig } from './schedule';
 import { loadTokenizer, type ClipTokenizer } from './tokenizer';
 
@@ -30,15 +31,6 @@ export interface Condition {
 export interface PromptEncoding {
   states: Tensor;
   pooled?: Tensor;
-}
-
-type Owned = ModuleOutput | undefined | Owned[];
-
-/** Frees every tensor in a value (a module's output, a list of tensors), however nested; skips the rest. */
-function disposeAll(value: Owned): void {
-  if (isTensor(value)) value.dispose();
-  else if (Array.isArray(value)) value.forEach(disposeAll);
-  else if (value !== null && typeof value === 'object') Object.values(value).forEach(disposeAll);
 }
 
 interface Parts {
@@ -128,7 +120,7 @@ export class Model {
       source = await pixels.affine(2, -1);
       pixels.dispose();
     } else if (!isTensor(input) || input.shape.length !== 4 || input.shape[1] !== 3 || input.shape[2] !== size || input.shape[3] !== size) {
-      throw new RangeError(`easyinv: an image Tensor for this model has shape [B, 3, ${size}, ${size}] and values in [-1, 1]`);
+      rangeError(`an image Tensor for this model has shape [B, 3, ${size}, ${size}] and values in [-1, 1]`);
     } else {
       source = input;
     }
@@ -156,7 +148,7 @@ export class Model {
   /** The text encoders' output for one prompt (SD-1: last hidden state; SDXL: both penultimate states and pooled). */
   async encodePrompt(prompt: string): Promise<PromptEncoding> {
     const { textEncoders, tokenizers } = this.parts;
-    if (typeof prompt !== 'string') throw new TypeError('easyinv: a prompt must be a string');
+    if (typeof prompt !== 'string') typeError('a prompt must be a string');
     if (textEncoders.length === 0) {
       if (prompt !== '') throw bundleError(this.dir, 'has no text encoder, so it takes no prompt: pass prompt \'\'');
       return this.zeroPrompt();
@@ -242,7 +234,7 @@ export class Model {
     const what = isTensor(output) ? `a tensor of shape [${output.shape.join(', ')}]`
       : Array.isArray(output) ? `an array of ${output.length} values` : `a ${typeof output}`;
     disposeAll(output);
-    throw new Error(`easyinv: the UNet of ${this.dir} returned ${what}; a noise prediction is one tensor of the ` +
+    throw failure(`the UNet of ${this.dir} returned ${what}; a noise prediction is one tensor of the ` +
       `latents' shape [${latents.shape.join(', ')}] (export with tools/export_sd.py, which unwraps diffusers' outputs)`);
   }
 

@@ -1,5 +1,6 @@
 import * as fs from 'fs';
 
+import { failure, typeError } from './errors';
 import { addon, type Device, type Dtype, type ModuleOutput, type Placement, type Tensor } from './native';
 
 type NativeModule = Awaited<ReturnType<typeof addon.loadModule>>;
@@ -40,8 +41,8 @@ export class Module {
 
 function explainForwardError(error: Error, module: NativeModule): Error {
   if (module.device === 'cpu' && /not implemented for '(Half|BFloat16)'/.test(error.message)) {
-    return new Error(
-      `easyinv: float16 needs CUDA: module '${module.path}' runs in ${module.dtype} on the CPU, where LibTorch has no ` +
+    return failure(
+      `float16 needs CUDA: module '${module.path}' runs in ${module.dtype} on the CPU, where LibTorch has no ` +
         `half-precision kernels for what it uses. Load it with { dtype: 'float32' } on 'cpu', or on 'cuda'.\n` +
         `LibTorch said: ${error.message}`,
       { cause: error },
@@ -52,10 +53,10 @@ function explainForwardError(error: Error, module: NativeModule): Error {
 
 /** Loads a TorchScript file (torch.jit.save) onto a device and converts its floating parameters to `dtype`. */
 export async function loadModule(path: string, placement: Placement = {}): Promise<Module> {
-  if (typeof path !== 'string' || path === '') throw new TypeError('easyinv: loadModule needs the path of a TorchScript file');
+  if (typeof path !== 'string' || path === '') typeError('loadModule needs the path of a TorchScript file');
   const stat = fs.statSync(path, { throwIfNoEntry: false });
-  if (stat === undefined) throw new Error(`easyinv: TorchScript file not found: ${path}`);
-  if (!stat.isFile()) throw new Error(`easyinv: not a file: ${path} (expected a TorchScript .pt file)`);
+  if (stat === undefined) throw failure(`TorchScript file not found: ${path}`);
+  if (!stat.isFile()) throw failure(`not a file: ${path} (expected a TorchScript .pt file)`);
   try {
     return new Module(await addon.loadModule(path, placement));
   } catch (error) {
@@ -72,5 +73,5 @@ function explainLoadError(error: Error, path: string): Error {
     hint = `'${path}' was written by a PyTorch newer than this LibTorch; export it with a PyTorch no newer than the ` +
       'LibTorch easyinv was built against (capabilities().libtorch).';
   }
-  return hint ? new Error(`easyinv: cannot load '${path}': ${hint}\nLibTorch said: ${error.message}`, { cause: error }) : error;
+  return hint ? failure(`cannot load '${path}': ${hint}\nLibTorch said: ${error.message}`, { cause: error }) : error;
 }

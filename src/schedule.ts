@@ -1,4 +1,5 @@
 // The DDIM noise schedule, read from a bundle's manifest (the fields of diffusers' DDIMScheduler config).
+import { rangeError } from './errors';
 
 export type BetaSchedule = 'scaled_linear' | 'linear';
 export type TimestepSpacing = 'leading' | 'trailing' | 'linspace';
@@ -83,7 +84,7 @@ export function samplingTimesteps(config: SchedulerConfig, steps: number): numbe
 
 export function makeSchedule(config: SchedulerConfig, steps: number): Schedule {
   if (!Number.isInteger(steps) || steps < 1 || steps > config.num_train_timesteps) {
-    throw new RangeError(`easyinv: steps must be an integer from 1 to ${config.num_train_timesteps}, not ${steps}`);
+    rangeError(`steps must be an integer from 1 to ${config.num_train_timesteps}, not ${steps}`);
   }
   const alphaBar = alphaBars(config);
   const final = config.set_alpha_to_one ? 1 : alphaBar[0];
@@ -94,7 +95,7 @@ export function makeSchedule(config: SchedulerConfig, steps: number): Schedule {
   if (outside !== undefined) {
     let most = steps - 1;
     while (most > 1 && samplingTimesteps(config, most).some((t) => t < 0 || t >= config.num_train_timesteps)) most--;
-    throw new RangeError(`easyinv: ${steps} steps with steps_offset ${config.steps_offset} (${config.timestep_spacing} ` +
+    rangeError(`${steps} steps with steps_offset ${config.steps_offset} (${config.timestep_spacing} ` +
       `spacing) reach timestep ${outside}, outside the schedule's 0..${config.num_train_timesteps - 1}: use at most ${most} steps`);
   }
   const sampling = timesteps.map((t, index) => ({ index, timestep: t, from: at(t), to: at(t - delta) }));

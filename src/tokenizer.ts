@@ -2,6 +2,7 @@
 // such as weights/clip/tokenizer.json (made by test/python/make_tokenizer.py).
 import { readFileSync } from 'fs';
 import { Tokenizer } from '@huggingface/tokenizers';
+import { failure } from './errors';
 
 /** Length of every id sequence the CLIP text encoder takes. */
 export const CONTEXT_LENGTH = 77;
@@ -22,20 +23,20 @@ export function loadTokenizer(file: string): ClipTokenizer {
   try {
     source = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new Error(`easyinv: cannot read tokenizer file ${file}: ${message(err)}`);
+    throw failure(`cannot read tokenizer file ${file}: ${message(err)}`);
   }
   let json: unknown;
   try {
     json = JSON.parse(source);
   } catch (err) {
-    throw new Error(`easyinv: tokenizer file ${file} is not valid JSON: ${message(err)}`);
+    throw failure(`tokenizer file ${file} is not valid JSON: ${message(err)}`);
   }
   let tokenizer: Tokenizer;
   try {
     // The second argument is tokenizer_config.json, which only matters for decoding and chat templates.
     tokenizer = new Tokenizer(json as object, {});
   } catch (err) {
-    throw new Error(`easyinv: tokenizer file ${file} is not a Hugging Face tokenizer.json: ${message(err)}`);
+    throw failure(`tokenizer file ${file} is not a Hugging Face tokenizer.json: ${message(err)}`);
   }
   // SDXL's second tokenizer pads with its own pad token ("!", id 0), which its tokenizer.json records.
   const padId = (json as { padding?: { pad_id?: number } | null }).padding?.pad_id ?? END_OF_TEXT;

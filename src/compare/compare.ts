@@ -3,6 +3,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
+import { failure, rangeError } from '../errors';
 import { encodePhoto, roundTrip, stepsFor, warmUp } from '../evaluation';
 import { readImage, writeGrid, writeImage } from '../image';
 import type { MethodName } from '../inversion';
@@ -108,12 +109,12 @@ function lockRun(out: string): () => void {
       // an unreadable lock was cut short as its writer died: stale
     }
     if (typeof holder.pid === 'number' && isAlive(holder.pid)) {
-      throw new Error(`easyinv: ${out} is in use by another compare run (process ${holder.pid}, started ${holder.started}): ` +
+      throw failure(`${out} is in use by another compare run (process ${holder.pid}, started ${holder.started}): ` +
         `wait for it to finish, or stop it; if no such run exists, delete ${lock}`);
     }
     fs.rmSync(lock, { force: true }); // its process is gone
   }
-  throw new Error(`easyinv: could not lock ${out}: another run keeps taking ${lock}`);
+  throw failure(`could not lock ${out}: another run keeps taking ${lock}`);
 }
 
 function checkSettings(out: string, settings: Record<string, unknown>): void {
@@ -125,7 +126,7 @@ function checkSettings(out: string, settings: Record<string, unknown>): void {
     .filter((key) => JSON.stringify(stored[key]) !== JSON.stringify(settings[key]))
     .map((key) => `${key}: ${JSON.stringify(stored[key])} in the run, ${JSON.stringify(settings[key])} now`);
   if (differences.length > 0) {
-    throw new Error(`easyinv: --resume with other settings than the run in ${out} would mix two runs' results:\n` +
+    throw failure(`--resume with other settings than the run in ${out} would mix two runs' results:\n` +
       `${differences.map((d) => `  - ${d}`).join('\n')}\nResume with the run's settings, or choose another --out`);
   }
 }
@@ -136,14 +137,14 @@ function appendLine(file: string, value: object): void {
 }
 
 export function listImages(dir: string, limit?: number, shard?: CompareOptions['shard']): string[] {
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`easyinv: --images ${dir} is not a folder`);
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw failure(`--images ${dir} is not a folder`);
   const all = (fs.readdirSync(dir, { recursive: true }) as string[])
     .filter((name) => !path.basename(name).startsWith('.') && fs.statSync(path.join(dir, name)).isFile())
     .sort();
   if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1)) {
-    throw new Error(`easyinv: the image limit must be a positive integer, not ${limit}`);
+    rangeError(`the image limit must be a positive integer, not ${limit}`);
   }
-  if (all.length === 0) throw new Error(`easyinv: --images ${dir} holds no files`);
+  if (all.length === 0) throw failure(`--images ${dir} holds no files`);
   const limited = limit === undefined ? all : all.slice(0, limit);
   return shard ? limited.filter((_, i) => i % shard.count === shard.index) : limited;
 }
@@ -154,7 +155,7 @@ export function bundleFor(models: string[], dtype: ModelDtype): string {
     const manifest = readManifest(dir);
     return (manifest.dtypes ?? [manifest.dtype]).includes(dtype);
   });
-  if (!found) throw new Error(`easyinv: no bundle among ${models.join(', ')} runs in ${dtype}: export one (tools/export_sd.py --dtype ${dtype}) and pass both to --model`);
+  if (!found) throw failure(`no bundle among ${models.join(', ')} runs in ${dtype}: export one (tools/export_sd.py --dtype ${dtype}) and pass both to --model`);
   return found;
 }
 
@@ -164,17 +165,17 @@ export async function compare(options: CompareOptions): Promise<Summary> {
   const { out, methods, dtypes } = options;
   const paths = files(out);
   if (!options.resume && fs.existsSync(paths.results)) {
-    throw new Error(`easyinv: ${out} already holds results: pass --resume to continue that run, or choose another --out`);
+    throw failure(`${out} already holds results: pass --resume to continue that run, or choose another --out`);
   }
   if (dtypes.includes('float16') && (options.device ?? 'cpu') === 'cpu') {
     const { libtorch, devices } = await addon.capabilities();
     if (!devices[0].dtypes.includes('float16')) {
-      throw new Error(`easyinv: float16 needs CUDA here: LibTorch ${libtorch} has no float16 convolution on the CPU ` +
+      throw failure(`float16 needs CUDA here: LibTorch ${libtorch} has no float16 convolution on the CPU ` +
         '(LibTorch 2.x has): pass --device cuda, or --dtype float32');
     }
   }
   const images = listImages(options.images, options.limit, options.shard);
-  if (images.length === 0) throw new Error(`easyinv: shard ${options.shard?.index}/${options.shard?.count} of ${options.images} holds no image`);
+  if (images.length === 0) throw failure(`shard ${options.shard?.index}/${options.shard?.count} of ${options.images} holds no image`);
   const steps = options.steps ?? 50;
   const settings = {
     models: options.models.map((dir) => readManifest(dir).name), device: options.device ?? null, methods, dtypes,
@@ -193,7 +194,7 @@ export async function compare(options: CompareOptions): Promise<Summary> {
   }
   const summary = writeSummary(out);
   if (summary.table1.length === 0) {
-    throw new Error(`easyinv: no image of ${options.images} could be used (${images.length} skipped; the reasons are in ` +
+    throw failure(`no image of ${options.images} could be used (${images.length} skipped; the reasons are in ` +
       `${paths.skipped}), so the tables are empty`);
   }
   return summary;
@@ -269,7 +270,7 @@ async function writeImageGrid(out: string, image: string, dtype: string, referen
 /** Writes summary.json, summary.md and report.html from what the folder holds. */
 export function writeSummary(out: string): Summary {
   const paths = files(out);
-  if (!fs.existsSync(paths.run)) throw new Error(`easyinv: ${out} holds no easyinv compare run (no run.json)`);
+  if (!fs.existsSync(paths.run)) throw failure(`${out} holds no easyinv compare run (no run.json)`);
   const info: RunInfo = JSON.parse(fs.readFileSync(paths.run, 'utf8'));
   const summary = summarize(readLines<ResultLine>(paths.results), readLines(paths.skipped), info.model, info.lpipsNetwork,
     { methods: info.methods, dtypes: info.dtypes });
@@ -287,7 +288,7 @@ export function writeSummary(out: string): Summary {
 
 /** Joins the results of several runs (shards) into `out`, with one summary. */
 export function mergeRuns(out: string, runs: string[]): Summary {
-  if (runs.length === 0) throw new Error('easyinv: merge needs the output folders of the runs to join');
+  if (runs.length === 0) throw failure('merge needs the output folders of the runs to join');
   const paths = files(out);
   fs.mkdirSync(paths.grids, { recursive: true });
   fs.mkdirSync(paths.reconstructions, { recursive: true });
@@ -296,10 +297,10 @@ export function mergeRuns(out: string, runs: string[]): Summary {
   let info: RunInfo | undefined;
   for (const run of runs) {
     const source = files(run);
-    if (!fs.existsSync(source.run)) throw new Error(`easyinv: ${run} holds no easyinv compare run (no run.json)`);
+    if (!fs.existsSync(source.run)) throw failure(`${run} holds no easyinv compare run (no run.json)`);
     const runInfo: RunInfo = JSON.parse(fs.readFileSync(source.run, 'utf8'));
     if (info && info.model.name !== runInfo.model.name) {
-      throw new Error(`easyinv: cannot merge runs of different models (${info.model.name}, ${runInfo.model.name})`);
+      throw failure(`cannot merge runs of different models (${info.model.name}, ${runInfo.model.name})`);
     }
     info ??= runInfo;
     for (const line of readLines<ResultLine>(source.results)) {

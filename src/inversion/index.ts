@@ -2,7 +2,7 @@
 // condition, the final finite check, and freeing everything but the result, also on error or abort.
 import { rangeError, typeError } from '../errors';
 import { Model } from '../model';
-import { addon, isTensor, type Tensor } from '../native';
+import { addon, disposeAll, isTensor, type Tensor } from '../native';
 import { makeSchedule, type Transition } from '../schedule';
 import { ddim } from './ddim';
 import { direct } from './direct';
@@ -136,7 +136,7 @@ async function runOn<T>(
     run.finish([]);
     throw error;
   } finally {
-    [condition.states, condition.textEmbeds, condition.timeIds].forEach((t) => t?.dispose());
+    disposeAll({ ...condition });
   }
 }
 
@@ -155,7 +155,7 @@ export async function invert(model: Model, z0: Tensor, options: InvertOptions = 
   const { latent, offsets } = result;
   return {
     latent, offsets, method: name, steps, unetCalls, seconds,
-    dispose: () => [latent, ...(offsets ?? [])].forEach((t) => t.dispose()),
+    dispose: () => disposeAll([latent, offsets]),
   };
 }
 
