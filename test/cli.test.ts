@@ -6,21 +6,25 @@ import sharp from 'sharp';
 import { promisify } from 'util';
 
 import { loadLatents, methodNames } from '../src';
+import { main } from '../src/cli';
 
-// The compiled CLI, as users run it (npm test compiles first).
-const cli = path.join(__dirname, '..', 'dist', 'cli.js');
 const weights = path.join(__dirname, '..', 'weights');
 const photo = path.join(weights, 'photos', 'chelsea.png');
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'easyinv-cli-'));
 afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
 
+/** The CLI in this process, through its exported main, with what it prints captured. */
 async function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  const log = jest.spyOn(console, 'log').mockImplementation((...parts) => void stdout.push(parts.join(' ')));
+  const error = jest.spyOn(console, 'error').mockImplementation((...parts) => void stderr.push(parts.join(' ')));
   try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [cli, ...args]);
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const { code, stdout, stderr } = error as { code: number; stdout: string; stderr: string };
-    return { code, stdout, stderr };
+    const code = await main(args);
+    return { code, stdout: stdout.join('\n'), stderr: stderr.join('\n') };
+  } finally {
+    log.mockRestore();
+    error.mockRestore();
   }
 }
 
@@ -77,6 +81,15 @@ describe('easyinv CLI', () => {
     expect(await run('demo', '--bogus')).toMatchObject({ code: 2, stderr: expect.stringMatching(/Unknown option '--bogus'/) });
     const missing = await run('invert', '--model', path.join(weights, 'test-sd1'), '--image', path.join(scratch, 'none.png'), '--out', path.join(scratch, 'z'));
     expect(missing).toMatchObject({ code: 1, stderr: expect.stringMatching(/cannot read image .*none.png: no such file/) });
+    const foreign = await run('invert', '--model', path.join(weights, 'test-sd1'), '--image', photo, '--method', 'ddim', '--eta', '0.5', '--out', path.join(scratch, 'z'));
+    expect(foreign).toMatchObject({ code: 1, stderr: expect.stringMatching(/method ddim takes no option eta/) });
     expect((await run('--help')).stdout).toMatch(/easyinv demo/);
+  });
+
+  test('the built CLI runs as a process: its shebang, its exit codes', async () => {
+    const cli = path.join(__dirname, '..', 'dist', 'cli.js');
+    const { stdout } = await promisify(execFile)(cli, ['--version']);
+    expect(stdout.trim()).toBe(JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')).version);
+    await expect(promisify(execFile)(cli, ['frobnicate'])).rejects.toMatchObject({ code: 2 });
   });
 });

@@ -38,7 +38,9 @@ let whole: Summary;
 describe('easyinv compare', () => {
   test('writes results, summaries, grids and a report, and reports the files it skipped', async () => {
     const out = path.join(scratch, 'whole');
+    const started = performance.now();
     await run(...common, '--out', out);
+    const wallSeconds = (performance.now() - started) / 1000;
     const lines = results(out);
     expect(lines).toHaveLength(3 * methods.length);
     for (const line of lines) {
@@ -47,6 +49,8 @@ describe('easyinv compare', () => {
       expect(line.reconstructSeconds).toBeGreaterThan(0);
       expect(line.unetCalls).toBe(line.method === 'fixed-point' ? 24 : 4);
     }
+    // The timings are of work done inside the run, one item after another: together they fit in its wall time.
+    expect(lines.reduce((sum, l) => sum + l.invertSeconds + l.reconstructSeconds, 0)).toBeLessThan(wallSeconds);
     whole = summary(out);
     expect(whole.images).toBe(3);
     expect(whole.skipped.map((s) => s.file).sort()).toEqual(['broken.png', 'notes.txt']);

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""An independent reference for the inversion engine: the schedule, DDIM inversion, EasyInv, fixed-point iteration
-and DDIM reconstruction written directly in PyTorch over the analytic bundles' TorchScript files (as diffusers'
+"""An independent reference for the inversion engine: the schedule, DDIM inversion, EasyInv, fixed-point iteration,
+ReNoise's renoising iterations (without its regulariser), Direct Inversion's offsets and DDIM reconstruction, written
+directly in PyTorch from the papers' formulas over the analytic bundles' TorchScript files (as diffusers'
 DDIMScheduler / DDIMInverseScheduler and prompt-to-prompt's next_step define them). Its outputs are committed as
 test/fixtures/reference-inversion.json. Run with Debian's python3-torch: /usr/bin/python3 test/python/reference_inversion.py
 """
@@ -60,10 +61,40 @@ def ddim_invert(unet, z0, n: int, blend=None, fixed_point_iterations: int = 0):
     return z
 
 
-def ddim_sample(unet, z, n: int):
+def renoise_invert(unet, z0, n: int, iterations: int):
+    """ReNoise (Garibi et al. 2024, Algorithm 1): each step re-evaluates the noise at its own estimate of z_t,
+    K times after the first DDIM estimate, and takes the final z_t from the mean of those K noises."""
+    ratio = 1000 // n
+    z = z0
+    for t in reversed(timesteps(n)):
+        a_s, a_t = alpha(t - ratio), alpha(t)
+        estimate = move(z, unet_eps(unet, z, t), a_s, a_t)
+        noises = []
+        for _ in range(iterations):
+            noises.append(unet_eps(unet, estimate, t))
+            estimate = move(z, noises[-1], a_s, a_t)
+        z = move(z, torch.stack(noises).mean(0), a_s, a_t)
+    return z
+
+
+def direct_invert(unet, z0, n: int):
+    """DDIM inversion that keeps, per step, z_s minus what one DDIM sampling step makes of z_t (Ju et al. 2024)."""
+    ratio = 1000 // n
+    z, offsets = z0, {}
+    for t in reversed(timesteps(n)):
+        a_s, a_t = alpha(t - ratio), alpha(t)
+        z_t = move(z, unet_eps(unet, z, t), a_s, a_t)
+        offsets[t] = z - move(z_t, unet_eps(unet, z_t, t), a_t, a_s)
+        z = z_t
+    return z, offsets
+
+
+def ddim_sample(unet, z, n: int, offsets=None):
     ratio = 1000 // n
     for t in timesteps(n):
         z = move(z, unet_eps(unet, z, t), alpha(t), alpha(t - ratio))
+        if offsets is not None:
+            z = z + offsets[t]
     return z
 
 
@@ -120,17 +151,24 @@ def main() -> None:
     for name in ("analytic-gaussian", "analytic-mixture"):
         unet = torch.jit.load(os.path.join(REPO, "weights", name, "unet.pt"))
         z0 = in_distribution_samples(unet, name)
+        # [steps, what easyinv's invert() takes, the reference's inversion]
         cases = {
-            "ddim-10": (10, {}),
-            "ddim-50": (50, {}),
-            "easyinv-50": (50, {"blend": (0.5, 0.05, 0.25)}),
-            "fixed-point-20": (20, {"fixed_point_iterations": 5}),
+            "ddim-10": (10, {"method": "ddim"}, lambda n: ddim_invert(unet, z0, n)),
+            "ddim-50": (50, {"method": "ddim"}, lambda n: ddim_invert(unet, z0, n)),
+            "easyinv-50": (50, {"method": "easyinv", "eta": 0.5, "window": [0.05, 0.25]},
+                           lambda n: ddim_invert(unet, z0, n, blend=(0.5, 0.05, 0.25))),
+            "fixed-point-20": (20, {"method": "fixed-point", "refinements": 5},
+                               lambda n: ddim_invert(unet, z0, n, fixed_point_iterations=5)),
+            "renoise-20": (20, {"method": "renoise", "iterations": 3, "regularization": False},
+                           lambda n: renoise_invert(unet, z0, n, 3)),
+            "direct-10": (10, {"method": "direct"}, lambda n: direct_invert(unet, z0, n)),
         }
         results = {}
         with torch.no_grad():
-            for case, (n, options) in cases.items():
-                z_t = ddim_invert(unet, z0, n, **options)
-                results[case] = {"steps": n, "latent": flat(z_t), "reconstruction": flat(ddim_sample(unet, z_t, n))}
+            for case, (n, options, inversion) in cases.items():
+                z_t, offsets = inversion(n) if options["method"] == "direct" else (inversion(n), None)
+                results[case] = {"steps": n, "options": options, "latent": flat(z_t),
+                                 "reconstruction": flat(ddim_sample(unet, z_t, n, offsets))}
         fixture["bundles"][name] = {"z0": flat(z0), "shape": list(z0.shape), "cases": results}
     eps = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(8))
     eps = eps + 0.8 * torch.roll(eps, 1, 3)  # correlated, so that the regularisation has work to do
