@@ -53,8 +53,8 @@ c10::Device ParseDevice(Napi::Env env, const Napi::Value& value) {
 #ifdef EASYINV_CUDA
     const char* why = "this build links a CUDA LibTorch, but no CUDA device or driver is visible";
 #else
-    const char* why = "this build links a CPU-only LibTorch; rebuild with LIBTORCH_USE_PYTORCH=1 (a CUDA PyTorch) "
-                      "or LIBTORCH=/path/to/libtorch-cuda, then `npm rebuild easyinv`";
+    // The facts only: how to rebuild is the loader's and the README's to say (binding/index.js).
+    const char* why = "this build links a CPU-only LibTorch (capabilities().cudaBuild is false)";
 #endif
     throw Napi::Error::New(env, "easyinv: device '" + name + "' requested but CUDA is not available: " + why);
   }
