@@ -7,7 +7,7 @@ import * as path from 'path';
 import { rangeError } from './errors';
 import { bundleFor } from './compare/compare';
 import { stepsFor } from './evaluation';
-import { median } from './format';
+import { median } from './statistics';
 import { invert, type MethodName } from './inversion';
 import type { ModelDtype } from './manifest';
 import { loadModel, type Model } from './model';

@@ -1,6 +1,6 @@
 // Numbers as the summary (markdown), the report (HTML), the demo and bench print them: one set of digits per
 // metric, so that the same figure reads the same everywhere.
-import type { Stat } from './compare/types';
+import type { Stat } from './statistics';
 
 /** Digits per metric, shared by our rows and the paper's (whose PSNR has three) so the two line up. */
 export const digits = { lpips: 3, ssim: 3, psnr: 3, seconds: 3 } as const;
@@ -13,5 +13,3 @@ export const meanStd = (stat: Stat | null, places: number): string =>
   stat === null ? 'n/a' : `${fixed(stat.mean, places)} ± ${fixed(stat.std, places)}`;
 
 export const mebibytes = (bytes: number | null): string => (bytes === null ? 'n/a' : fixed(bytes / 2 ** 20, 0));
-
-export const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];

@@ -1,6 +1,7 @@
 // From results.jsonl lines to the paper's two tables (and our figures beside the paper's).
 import { digits, fixed, meanStd, mebibytes } from '../format';
-import type { MethodRow, PaperRow, ResultLine, Stat, Summary } from './types';
+import { stat } from '../statistics';
+import type { MethodRow, PaperRow, ResultLine, Summary } from './types';
 
 /** SPEC section 7: SD-V1-4, 2,298 COCO images, fp16, one RTX 3090; and EasyInv in fp32 against fp16. */
 const paperTable1: PaperRow[] = [
@@ -16,13 +17,6 @@ const paperTable2: PaperRow[] = [
 
 export function isSd14(name: string): boolean {
   return /stable-diffusion-v1-4/i.test(name);
-}
-
-export function stat(values: number[]): Stat {
-  const count = values.length;
-  const mean = values.reduce((sum, v) => sum + v, 0) / count;
-  const variance = values.reduce((sum, v) => sum + (v - mean) ** 2, 0) / count;
-  return { mean, std: Math.sqrt(variance), count };
 }
 
 function row(method: string, dtype: string, lines: ResultLine[]): MethodRow {

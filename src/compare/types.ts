@@ -1,4 +1,7 @@
 // The records `easyinv compare` writes and summarises.
+import type { Stat } from '../statistics';
+
+export type { Stat };
 
 /** One line of results.jsonl: one image, one method, one dtype. */
 export interface ResultLine {
@@ -18,12 +21,6 @@ export interface ResultLine {
   peakMemoryBytes: number | null;
 }
 
-/** Mean and (population) standard deviation over `count` images. */
-export interface Stat {
-  mean: number;
-  std: number;
-  count: number;
-}
 
 export interface MethodRow {
   method: string;
