@@ -129,7 +129,9 @@ def patch_kl_loss(x, y):
 
 
 def regularize(eps, target, lambda_ac=20.0, lambda_kl=0.065, steps=4, rolls=5, seed=0):
-    """ReNoise's noise regularisation, one sample, as its authors' code defines it."""
+    """ReNoise's noise regularisation, one sample, as its authors' code defines it. On this fixture's eps and target,
+    the authors' own noise_regularization (their repository's code, run beside this once, not committed) gives the
+    same result to 2.4e-7, where the regularisation moves eps by up to 2.1."""
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         variable = eps.detach().clone().requires_grad_(True)
