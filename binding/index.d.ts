@@ -18,6 +18,8 @@ export interface Tensor {
   readonly disposed: boolean;
   /** Frees the tensor now (idempotent); work already queued on it still completes. */
   dispose(): void;
+  /** The same as dispose(), for `using t = ...`. */
+  [Symbol.dispose](): void;
   /**
    * A copy of the data: Float32Array for float32, float16 and bfloat16; Float64Array, Int32Array, BigInt64Array and
    * Uint8Array (also for bool) for the others. The type parameter names the array for non-float32 dtypes.

@@ -35,6 +35,12 @@ function loadAddon() {
     } catch (error) {
       throw explain(error);
     }
+    // Explicit resource management: `using t = await ...` disposes t at the end of its block.
+    Object.defineProperty(addon.Tensor.prototype, Symbol.dispose, {
+      value() {
+        this.dispose();
+      },
+    });
   }
   return addon;
 }

@@ -129,6 +129,8 @@ TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor
   }
   tensor_ = *info[0].As<Napi::External<at::Tensor>>().Data();
   ++AddonOf(info.Env()).live_tensors;
+  external_bytes_ = static_cast<int64_t>(tensor_.nbytes());
+  Napi::MemoryManagement::AdjustExternalMemory(info.Env(), external_bytes_);
 }
 
 TensorWrap::~TensorWrap() { Release(Env()); }
@@ -137,6 +139,7 @@ void TensorWrap::Release(Napi::Env env) {
   if (!tensor_.defined()) return;
   tensor_.reset();
   --AddonOf(env).live_tensors;
+  Napi::MemoryManagement::AdjustExternalMemory(env, -external_bytes_);
 }
 
 Napi::Object TensorWrap::Wrap(Napi::Env env, at::Tensor tensor) {

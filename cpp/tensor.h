@@ -44,6 +44,9 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   Napi::Value Statistic(const Napi::CallbackInfo& info, const char* name, Reduce reduce);
 
   at::Tensor tensor_;
+  // The tensor's bytes, reported to V8 while the handle lives, so that garbage collection weighs an undisposed
+  // tensor by its memory (host or device), not by the few bytes of its JS object.
+  int64_t external_bytes_ = 0;
 };
 
 }  // namespace easyinv

@@ -242,6 +242,11 @@ export class Model {
     const { unet, vaeEncoder, vaeDecoder, textEncoders } = this.parts;
     [unet, vaeEncoder, vaeDecoder, ...textEncoders].forEach((m) => m?.dispose());
   }
+
+  /** For `await using model = await loadModel(...)`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
+  }
 }
 
 export const loadModel = (dir: string, options?: ModelOptions) => Model.load(dir, options);

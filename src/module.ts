@@ -37,6 +37,11 @@ export class Module {
   dispose(): void {
     this.native.dispose();
   }
+
+  /** For `await using module = await loadModule(...)`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
+  }
 }
 
 function explainForwardError(error: Error, module: NativeModule): Error {

@@ -22,6 +22,16 @@ describe('TorchScript modules', () => {
     unet = await loadModule(weights('conv_unet.pt'), { device: 'cpu', dtype: 'float32' });
   });
 
+  test('`await using` disposes a module at the end of its block', async () => {
+    let kept: Module;
+    {
+      await using module = await loadModule(weights('conv_unet.pt'));
+      kept = module;
+      expect(module.disposed).toBe(false);
+    }
+    expect(kept.disposed).toBe(true);
+  });
+
   test('a loaded module reports its file, device and dtype', () => {
     expect(unet.path).toBe(weights('conv_unet.pt'));
     expect(unet.device).toBe('cpu');

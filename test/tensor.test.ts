@@ -1,3 +1,5 @@
+import * as v8 from 'v8';
+
 import { Tensor } from '../src';
 import { maxAbsDifference, weights } from './helpers';
 
@@ -106,6 +108,25 @@ describe('Tensor', () => {
     expect(large.dtype).toBe('float64');
     expect(Math.abs(await large.mean())).toBeLessThan(0.02);
     expect(Math.abs((await large.std()) - 1)).toBeLessThan(0.02);
+  });
+
+  test('`using` disposes a tensor at the end of its block', () => {
+    let kept: Tensor;
+    {
+      using t = Tensor.fromArray([1, 2], [2]);
+      kept = t;
+      expect(t.disposed).toBe(false);
+    }
+    expect(kept.disposed).toBe(true);
+  });
+
+  test('V8 counts a tensor\'s bytes as external memory until it is disposed', () => {
+    const external = () => v8.getHeapStatistics().external_memory;
+    const before = external();
+    const big = Tensor.fromArray(new Float32Array(16 * 2 ** 20), [16, 2 ** 20]); // 64 MiB
+    expect(external() - before).toBeGreaterThanOrEqual(64 * 2 ** 20);
+    big.dispose();
+    expect(external() - before).toBeLessThan(2 ** 20);
   });
 
   test('dispose is idempotent and any later use is a clear error', async () => {

@@ -61,6 +61,7 @@ export interface InversionResult {
   offsets?: Tensor[];
   /** Frees the latent and any offsets. */
   dispose(): void;
+  [Symbol.dispose](): void;
 }
 
 export interface ReconstructOptions extends SamplingOptions {
@@ -153,10 +154,8 @@ export async function invert(model: Model, z0: Tensor, options: InvertOptions = 
     (result) => [result.latent, ...(result.offsets ?? [])],
   );
   const { latent, offsets } = result;
-  return {
-    latent, offsets, method: name, steps, unetCalls, seconds,
-    dispose: () => disposeAll([latent, offsets]),
-  };
+  const dispose = () => disposeAll([latent, offsets]);
+  return { latent, offsets, method: name, steps, unetCalls, seconds, dispose, [Symbol.dispose]: dispose };
 }
 
 /** DDIM sampling from z_T back to a clean latent with the same steps, prompt and guidance (and stored offsets). */
