@@ -1,6 +1,6 @@
 // One image's round trip, as the demo, compare and bench measure it: the photo read at 8 bits and encoded, then
 // invert, reconstruct, decode, quantise to 8 bits, and the metrics against the photo.
-import { quantize, readImage } from './image';
+import { quantize, readImage, type ImageSource } from './image';
 import { invert, optionsFor, reconstruct, type InvertOptions, type MethodName, type ProgressCallback } from './inversion';
 import { lpips, psnr, ssim } from './metrics';
 import type { Model } from './model';
@@ -11,7 +11,7 @@ import { addon, type Tensor } from './native';
 export const stepsFor = (method: MethodName, steps: number): number => (method === 'fixed-point' ? Math.min(steps, 20) : steps);
 
 /** A photo at the model's resolution in 8-bit values (what a quantised reconstruction is compared with) and its z0. */
-export async function encodePhoto(model: Model, file: string): Promise<{ reference: Tensor; z0: Tensor }> {
+export async function encodePhoto(model: Model, file: ImageSource): Promise<{ reference: Tensor; z0: Tensor }> {
   const reference = await readImage(file, { size: model.resolution, device: model.device });
   try {
     const scaled = await reference.affine(2, -1);

@@ -1,9 +1,10 @@
-// Images in and out with sharp: PNG, JPEG and WebP (and whatever else libvips reads) in, PNG out; tensors
-// [B, 3, H, W] with values in [0, 1].
+// Images in and out with sharp, from and to files or in-memory bytes (Electron tools hold images in memory): PNG,
+// JPEG and WebP (and whatever else libvips reads) in; PNG, JPEG or WebP out; tensors [B, 3, H, W] in [0, 1].
 import * as fs from 'fs';
+import * as path from 'path';
 import sharp from 'sharp';
 
-import { failure, rangeError } from './errors';
+import { failure, rangeError, typeError } from './errors';
 import { addon, type Tensor } from './native';
 
 /** 'fill' stretches to a square, as the reference code's resize does; 'cover' crops to the centre square first. */
@@ -22,19 +23,29 @@ export interface ReadOptions {
   device?: string;
 }
 
-/** Reads an image file as an RGB tensor [1, 3, H, W] in [0, 1] on `device`. */
-export async function readImage(file: string, options: ReadOptions = {}): Promise<Tensor> {
+/** An image: the path of a file, or its encoded bytes (a PNG, JPEG or WebP file's contents). */
+export type ImageSource = string | Uint8Array;
+
+/** Reads an image (a file, or its bytes) as an RGB tensor [1, 3, H, W] in [0, 1] on `device`. */
+export async function readImage(source: ImageSource, options: ReadOptions = {}): Promise<Tensor> {
   const { size, fit = 'fill', device = 'cpu' } = options;
   if (fit !== 'fill' && fit !== 'cover') rangeError(`fit must be 'fill' or 'cover', not ${fit}`);
-  const stat = fs.statSync(file, { throwIfNoEntry: false });
-  if (stat === undefined) throw imageError(file, 'no such file');
-  if (!stat.isFile()) throw imageError(file, 'not a file');
-  if (stat.size === 0) throw imageError(file, 'the file is empty');
+  const file = typeof source === 'string' ? source : `<${source.byteLength} bytes in memory>`;
+  if (typeof source === 'string') {
+    const stat = fs.statSync(source, { throwIfNoEntry: false });
+    if (stat === undefined) throw imageError(file, 'no such file');
+    if (!stat.isFile()) throw imageError(file, 'not a file');
+    if (stat.size === 0) throw imageError(file, 'the file is empty');
+  } else if (!(source instanceof Uint8Array)) {
+    typeError('an image is a file path, a Buffer or a Uint8Array of its encoded bytes');
+  } else if (source.byteLength === 0) {
+    throw imageError(file, 'it has no bytes');
+  }
   let pixels: Buffer;
   let width = 0;
   let height = 0;
   try {
-    const image = sharp(file, { failOn: 'truncated' }).rotate(); // EXIF orientation, as the photo is meant to be seen
+    const image = sharp(source, { failOn: 'truncated' }).rotate(); // EXIF orientation, as the photo is meant to be seen
     ({ width = 0, height = 0 } = await image.metadata());
     if (Math.min(width, height) < smallestSide) {
       throw imageError(file, `it is ${width}x${height} pixels; easyinv needs at least ${smallestSide} on each side`);
@@ -90,10 +101,24 @@ async function rgbBytes(images: Tensor): Promise<{ data: Buffer; width: number; 
   return { data, width, height };
 }
 
-/** Writes the first image of `images` ([B, 3, H, W] in [0, 1]) as a PNG file. */
-export async function writeImage(images: Tensor, file: string): Promise<void> {
+export type ImageFormat = 'png' | 'jpeg' | 'webp';
+const extensions: Record<string, ImageFormat> = { '.png': 'png', '.jpg': 'jpeg', '.jpeg': 'jpeg', '.webp': 'webp' };
+
+/** The first image of `images` ([B, 3, H, W] in [0, 1]) encoded as PNG (lossless, the default), JPEG or WebP. */
+export async function imageBytes(images: Tensor, format: ImageFormat = 'png'): Promise<Buffer> {
+  if (!Object.values(extensions).includes(format)) rangeError(`format must be png, jpeg or webp, not ${format}`);
   const { data, width, height } = await rgbBytes(images);
-  await sharp(data, { raw: { width, height, channels: 3 } }).png().toFile(file);
+  return sharp(data, { raw: { width, height, channels: 3 } }).toFormat(format, format === 'png' ? {} : { quality: 95 }).toBuffer();
+}
+
+/** Writes the first image of `images` ([B, 3, H, W] in [0, 1]) to `file`, in the format its extension names
+ * (.png, .jpg/.jpeg, .webp) unless `format` says otherwise. */
+export async function writeImage(images: Tensor, file: string, format?: ImageFormat): Promise<void> {
+  const chosen = format ?? extensions[path.extname(file).toLowerCase()];
+  if (chosen === undefined) {
+    rangeError(`cannot tell the image format of ${file} from its extension: use .png, .jpg, .jpeg or .webp, or pass a format`);
+  }
+  fs.writeFileSync(file, await imageBytes(images, chosen));
 }
 
 /** Side-by-side picture of several images with a caption under each, as a PNG file. */

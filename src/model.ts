@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { failure, rangeError, typeError } from './errors';
-import { readImage, type Fit } from './image';
+import { readImage, type Fit, type ImageSource } from './image';
 import { bundleError, compareVersions, readManifest, writerVersion, type Family, type Manifest, type ModelDtype } from './manifest';
 import { loadModule, Module } from './module';
 import { addon, disposeAll, isTensor, type ModuleOutput, type Tensor } from './native';
@@ -110,12 +110,12 @@ export class Model {
    * Clean latents [B, C, h, w] (scaled by the VAE's scaling factor) of an image file, resized to the bundle's
    * resolution, or of an image Tensor [B, 3, H, W] in [-1, 1].
    */
-  async encodeImage(input: string | Tensor, options: { fit?: Fit } = {}): Promise<Tensor> {
+  async encodeImage(input: ImageSource | Tensor, options: { fit?: Fit } = {}): Promise<Tensor> {
     const encoder = this.parts.vaeEncoder;
     if (!encoder) throw bundleError(this.dir, 'has no VAE encoder, so it takes latents, not images');
     const size = this.resolution;
     let source: Tensor;
-    if (typeof input === 'string') {
+    if (typeof input === 'string' || input instanceof Uint8Array) {
       const pixels = await readImage(input, { ...options, size, device: this.device });
       source = await pixels.affine(2, -1);
       pixels.dispose();

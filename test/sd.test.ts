@@ -3,7 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 import sharp, { type Sharp } from 'sharp';
 
-import { invert, loadModel, methodNames, Model, readImage, reconstruct, Tensor, writeImage } from '../src';
+import { imageBytes, invert, loadModel, methodNames, Model, readImage, reconstruct, Tensor, writeImage } from '../src';
 import { maxAbsDifference } from './helpers';
 
 const weights = path.join(__dirname, '..', 'weights');
@@ -92,6 +92,29 @@ describe('images in', () => {
   let model: Model;
   beforeAll(async () => {
     model = await loadModel(path.join(weights, 'test-sdxl'));
+  });
+
+  test('images come from Buffers as from files, and go out as PNG, JPEG or WebP by extension or to bytes', async () => {
+    const bytes = fs.readFileSync(photo);
+    const fromFile = await model.encodeImage(photo);
+    const fromBytes = await model.encodeImage(bytes);
+    const fromView = await model.encodeImage(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    expect(await fromBytes.toArray()).toEqual(await fromFile.toArray());
+    expect(await fromView.toArray()).toEqual(await fromFile.toArray());
+    const image = await readImage(bytes, { size: 64 });
+    for (const [file, format] of [['out.jpg', 'jpeg'], ['out.JPEG', 'jpeg'], ['out.webp', 'webp'], ['out.png', 'png']]) {
+      await writeImage(image, path.join(scratch, file));
+      expect((await sharp(path.join(scratch, file)).metadata()).format).toBe(format);
+    }
+    expect((await sharp(await imageBytes(image, 'webp')).metadata()).format).toBe('webp');
+    // A PNG decodes to the very pixels written; a JPEG at quality 95 to nearly them.
+    const back = await readImage(await imageBytes(image));
+    expect(maxAbsDifference(await back.toArray(), await image.toArray())).toBeLessThan(1 / 255 / 2 + 1e-6);
+    const jpeg = await readImage(fs.readFileSync(path.join(scratch, 'out.jpg')));
+    expect(maxAbsDifference(await jpeg.toArray(), await image.toArray())).toBeLessThan(0.25);
+    await expect(writeImage(image, path.join(scratch, 'out.bmp'))).rejects.toThrow(/cannot tell the image format of .*out.bmp/);
+    await expect(readImage(Buffer.from('not an image'))).rejects.toThrow(/cannot read image <12 bytes in memory>/);
+    await expect(readImage(42 as never)).rejects.toThrow(/an image is a file path, a Buffer or a Uint8Array/);
   });
 
   test('PNG, JPEG and WebP, grey and with alpha, all become RGB at the bundle\'s resolution', async () => {
