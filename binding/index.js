@@ -35,12 +35,15 @@ function loadAddon() {
     } catch (error) {
       throw explain(error);
     }
-    // Explicit resource management: `using t = await ...` disposes t at the end of its block.
-    Object.defineProperty(addon.Tensor.prototype, Symbol.dispose, {
-      value() {
-        this.dispose();
-      },
-    });
+    // Explicit resource management: `using t = await ...` disposes t at the end of its block. (A second loader of
+    // the same process, as a test runner's fresh module registry, finds it already there.)
+    if (!Object.hasOwn(addon.Tensor.prototype, Symbol.dispose)) {
+      Object.defineProperty(addon.Tensor.prototype, Symbol.dispose, {
+        value() {
+          this.dispose();
+        },
+      });
+    }
   }
   return addon;
 }

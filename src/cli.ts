@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// easyinv's command line: the usage and the dispatch to each command (src/commands/).
+// easyinv's command line: the usage and the dispatch to each command (src/commands/). Exit codes: 0 done; 2 a
+// mistake in the command line or in a value it gave (nothing ran); 1 a failure while running (a file, a bundle).
 import * as fs from 'fs';
 import * as path from 'path';
 import { parseArgs } from 'util';
@@ -14,26 +15,48 @@ import { methodNames } from './inversion';
 
 const root = path.join(__dirname, '..');
 
-const usage = `easyinv: invert real images into diffusion noise
-
-  easyinv demo        [--model DIR] [--image FILE] [--steps 50] [--out DIR]
-      every method on the bundled small model and photo: a table of PSNR, SSIM and time, and a side-by-side PNG
-  easyinv invert      --model DIR --image FILE --out NOISE.safetensors [--method easyinv] [method options]
-      an image to its noise z_T, saved with its settings
-  easyinv reconstruct --model DIR --latent NOISE.safetensors --out IMAGE.png
-      DDIM sampling from saved noise back to an image, with the settings saved beside it
-  easyinv compare     --model DIR[,DIR] --images DIR --out DIR [--methods ddim,easyinv,renoise,fixed-point]
-                      [--dtype float16,float32] [--limit N] [--resume] [--shard K/N] [--lpips NET.pt]
-      every method on every image: results.jsonl, summary.md/json (the paper's Tables 1 and 2), grids/, report.html
-  easyinv merge       --out DIR RUN_DIR...
-      joins the results of several runs (shards) into one summary
-  easyinv bench       --model DIR[,DIR] [--dtype float32] [--methods ...] [--steps 50] [--repeats 5] [--batches 1,4,16]
-      seconds per inversion, UNet calls, peak memory, images per second, against the bare UNet and a PyTorch loop
-
-Options: --device cpu|cuda[:i]  --steps N  --prompt TEXT  --negative-prompt TEXT  --guidance W  --device cpu|cuda[:i]
-         --dtype float32|float16  --fit fill|cover  --json (machine-readable output, no progress bars)
-Method options: --method ${methodNames.join('|')}  --eta E  --window START,END (easyinv)
+const commonOptions = `Options: --device cpu|cuda[:i]  --dtype float32|float16  --steps N  --prompt TEXT  --negative-prompt TEXT
+         --guidance W  --fit fill|cover  --json (machine-readable output, no progress bars)`;
+const methodOptions = `Method options: --method ${methodNames.join('|')}  --eta E  --window START,END (easyinv)
                 --refinements K (fixed-point)  --iterations K  --seed S (renoise)`;
+
+const commands: Record<string, { usage: string; run: (flags: Flags, positionals: string[]) => Promise<void> }> = {
+  demo: {
+    usage: `easyinv demo [--model DIR] [--image FILE] [--steps 50] [--out DIR]
+    every method on the bundled small model and photo: a table of PSNR, SSIM and time, and a side-by-side PNG`,
+    run: demoCommand,
+  },
+  invert: {
+    usage: `easyinv invert --model DIR --image FILE --out NOISE.safetensors [--method easyinv] [method options]
+    an image to its noise z_T, saved with its settings`,
+    run: invertCommand,
+  },
+  reconstruct: {
+    usage: `easyinv reconstruct --model DIR --latent NOISE.safetensors --out IMAGE.png|.jpg|.webp
+    DDIM sampling from saved noise back to an image, with the settings saved beside it`,
+    run: reconstructCommand,
+  },
+  compare: {
+    usage: `easyinv compare --model DIR[,DIR] --images DIR --out DIR [--methods ddim,easyinv,renoise,fixed-point]
+                [--dtype float16,float32] [--limit N] [--resume] [--shard K/N] [--lpips NET.pt]
+    every method on every image: results.jsonl, summary.md/json (the paper's Tables 1 and 2), grids/, report.html`,
+    run: compareCommand,
+  },
+  merge: {
+    usage: `easyinv merge --out DIR RUN_DIR...
+    joins the results of several runs (shards) into one summary`,
+    run: (flags, positionals) => mergeCommand(flags, positionals),
+  },
+  bench: {
+    usage: `easyinv bench --model DIR[,DIR] [--dtype float32] [--methods ...] [--steps 50] [--repeats 5] [--batches 1,4,16]
+    seconds per inversion, UNet calls, peak memory, images per second, against the bare UNet and a PyTorch loop`,
+    run: benchCommand,
+  },
+};
+
+const usage = ['easyinv: invert real images into diffusion noise', '',
+  ...Object.values(commands).map((c) => `  ${c.usage.replace(/\n/g, '\n  ')}`), '', commonOptions, methodOptions].join('\n');
+const commandUsage = (name: string) => [`${commands[name].usage}`, '', commonOptions, methodOptions].join('\n');
 
 export async function main(argv: string[]): Promise<number> {
   let parsed;
@@ -48,30 +71,30 @@ export async function main(argv: string[]): Promise<number> {
     console.log(JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).version);
     return 0;
   }
-  const command = positionals[0];
-  const commands: Record<string, (flags: Flags) => Promise<void>> = {
-    demo: demoCommand,
-    invert: invertCommand,
-    reconstruct: reconstructCommand,
-    compare: compareCommand,
-    merge: (values) => mergeCommand(values, positionals.slice(1)),
-    bench: benchCommand,
-  };
-  if (flags.help || command === undefined) {
-    console.log(usage);
-    return command === undefined && !flags.help ? 2 : 0;
+  const [name, ...rest] = positionals;
+  if (name === undefined) {
+    console[flags.help ? 'log' : 'error'](usage);
+    return flags.help ? 0 : 2;
   }
-  if (!commands[command]) {
-    console.error(`easyinv: unknown command ${JSON.stringify(command)}\n\n${usage}`);
+  const command = Object.hasOwn(commands, name) ? commands[name] : undefined;
+  if (!command) {
+    console.error(`easyinv: unknown command ${JSON.stringify(name)}\n\n${usage}`);
     return 2;
   }
+  if (flags.help) {
+    console.log(commandUsage(name));
+    return 0;
+  }
   try {
-    await commands[command](flags);
+    await command.run(flags, rest);
     return 0;
   } catch (error) {
     const message = (error as Error).message;
     console.error(message.startsWith('easyinv') ? message : `easyinv: ${message}`);
-    return error instanceof UsageError ? 2 : 1;
+    // The library's TypeErrors and RangeErrors name an option or value the command line gave.
+    const mistake = error instanceof UsageError || error instanceof TypeError || error instanceof RangeError;
+    if (error instanceof UsageError) console.error(`\n${commandUsage(name)}`);
+    return mistake ? 2 : 1;
   }
 }
 

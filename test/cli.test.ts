@@ -34,7 +34,7 @@ describe('easyinv CLI', () => {
     const inverted = await run('invert', '--model', path.join(weights, 'test-sd1'), '--image', photo, '--method', 'easyinv',
       '--steps', '6', '--prompt', 'a cat', '--guidance', '2', '--out', noise, '--json');
     expect(inverted).toMatchObject({ code: 0, stderr: '' });
-    expect(JSON.parse(inverted.stdout)).toMatchObject({ method: 'easyinv', steps: '6', unetCalls: '6', shape: [1, 4, 32, 32] });
+    expect(JSON.parse(inverted.stdout)).toMatchObject({ method: 'easyinv', steps: 6, guidance: 2, unetCalls: 6, shape: [1, 4, 32, 32] });
     const { tensors, metadata } = loadLatents(noise);
     expect(tensors.latent.shape).toEqual([1, 4, 32, 32]);
     expect(metadata).toMatchObject({ format: 'easyinv-latent/1', family: 'sd1', prompt: 'a cat', guidance: '2', steps: '6' });
@@ -82,8 +82,18 @@ describe('easyinv CLI', () => {
     const missing = await run('invert', '--model', path.join(weights, 'test-sd1'), '--image', path.join(scratch, 'none.png'), '--out', path.join(scratch, 'z'));
     expect(missing).toMatchObject({ code: 1, stderr: expect.stringMatching(/cannot read image .*none.png: no such file/) });
     const foreign = await run('invert', '--model', path.join(weights, 'test-sd1'), '--image', photo, '--method', 'ddim', '--eta', '0.5', '--out', path.join(scratch, 'z'));
-    expect(foreign).toMatchObject({ code: 1, stderr: expect.stringMatching(/method ddim takes no option eta/) });
+    expect(foreign).toMatchObject({ code: 2, stderr: expect.stringMatching(/method ddim takes no option eta/) });
     expect((await run('--help')).stdout).toMatch(/easyinv demo/);
+    // Each command has its own help; a value the library refuses is a command-line mistake too (exit 2), and an
+    // output folder that does not exist is refused before any work.
+    const help = await run('invert', '--help');
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/^easyinv invert --model DIR --image FILE --out/);
+    expect(help.stdout).not.toMatch(/easyinv compare/);
+    const magic = await run('invert', '--model', path.join(weights, 'test-sd1'), '--image', photo, '--method', 'magic', '--out', path.join(scratch, 'z'));
+    expect(magic).toMatchObject({ code: 2, stderr: expect.stringMatching(/unknown method "magic"/) });
+    const nowhere = await run('invert', '--model', 'no-such-bundle', '--image', photo, '--out', path.join(scratch, 'none', 'z.safetensors'));
+    expect(nowhere).toMatchObject({ code: 2, stderr: expect.stringMatching(/the folder .*none does not exist/) });
   });
 
   test('the built CLI runs as a process: its shebang, its exit codes', async () => {

@@ -1,4 +1,6 @@
 // What the commands share: the flags, their parsing into options, opening a model, progress and output.
+import * as fs from 'fs';
+import * as path from 'path';
 import { parseArgs } from 'util';
 
 import type { MethodName, Progress } from '../inversion';
@@ -92,10 +94,23 @@ export const models = (flags: Flags): string[] => {
 
 export const dtypes = (flags: Flags): ModelDtype[] => list<ModelDtype>(flags, 'dtype', ['float32', 'float16'], ['float32']);
 
-export function openModel(flags: Flags, dir: string): Promise<Model> {
+/** An output file's folder must exist before any work is done for it. */
+export function checkOutFolder(out: string): void {
+  const folder = path.dirname(path.resolve(out));
+  if (!fs.existsSync(folder) || !fs.statSync(folder).isDirectory()) throw new UsageError(`--out ${out}: the folder ${folder} does not exist`);
+}
+
+export async function openModel(flags: Flags, dir: string): Promise<Model> {
   const dtype = flags.dtype;
   if (dtype !== undefined && dtype !== 'float32' && dtype !== 'float16') throw new UsageError('--dtype must be float32 or float16');
-  return loadModel(dir, { device: flags.device, dtype });
+  // Loading a full-size bundle takes seconds: say so from the first one, on a terminal.
+  const terminal = !flags.json && process.stderr.isTTY;
+  if (terminal) process.stderr.write(`loading ${dir} ...`);
+  try {
+    return await loadModel(dir, { device: flags.device, dtype });
+  } finally {
+    if (terminal) process.stderr.write('\r\x1b[K');
+  }
 }
 
 /** A progress bar on a terminal; nothing when the output is not one, or with --json. */

@@ -3,11 +3,12 @@ import * as path from 'path';
 import { invert, type InvertOptions } from '../inversion';
 import { saveLatents } from '../latent-file';
 import type { Tensor } from '../native';
-import { inversionFlags, openModel, progressBar, report, required, type Flags } from './common';
+import { checkOutFolder, inversionFlags, openModel, progressBar, report, required, type Flags } from './common';
 
 /** `easyinv invert`: an image to its noise z_T, saved with its settings (and method direct's offsets). */
 export async function invertCommand(flags: Flags): Promise<void> {
   const out = required(flags, 'out');
+  checkOutFolder(out);
   const model = await openModel(flags, required(flags, 'model'));
   const image = required(flags, 'image');
   const z0 = await model.encodeImage(image, { fit: flags.fit as 'fill' | 'cover' | undefined });
@@ -31,6 +32,8 @@ export async function invertCommand(flags: Flags): Promise<void> {
     seconds: result.seconds.toFixed(4),
   };
   await saveLatents(out, tensors, metadata);
-  report(flags, { out, ...metadata, shape: result.latent.shape }, `wrote ${out}: z_T ${JSON.stringify(result.latent.shape)}, ` +
+  const json = { out, ...metadata, steps: result.steps, guidance: sampling.guidance ?? 1, options: methodOptions, unetCalls: result.unetCalls,
+    seconds: result.seconds, shape: result.latent.shape };
+  report(flags, json, `wrote ${out}: z_T ${JSON.stringify(result.latent.shape)}, ` +
     `${result.method}, ${result.steps} steps, ${result.unetCalls} UNet calls, ${result.seconds.toFixed(2)} s`);
 }

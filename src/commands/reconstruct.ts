@@ -1,11 +1,12 @@
 import { writeImage } from '../image';
 import { reconstruct } from '../inversion';
 import { loadLatents } from '../latent-file';
-import { inversionFlags, openModel, progressBar, report, required, UsageError, type Flags } from './common';
+import { checkOutFolder, inversionFlags, openModel, progressBar, report, required, UsageError, type Flags } from './common';
 
 /** `easyinv reconstruct`: DDIM sampling from saved noise back to an image, with the settings saved beside it. */
 export async function reconstructCommand(flags: Flags): Promise<void> {
   const out = required(flags, 'out');
+  checkOutFolder(out);
   const model = await openModel(flags, required(flags, 'model'));
   const { tensors, metadata } = loadLatents(required(flags, 'latent'), model.device);
   if (!tensors.latent) throw new UsageError(`${flags.latent} holds no tensor named latent`);

@@ -1,6 +1,6 @@
 // invert() and reconstruct(): the registry of methods and the run around one: sampling options, schedule,
 // condition, the final finite check, and freeing everything but the result, also on error or abort.
-import { rangeError, typeError } from '../errors';
+import { failure, rangeError, typeError } from '../errors';
 import { Model } from '../model';
 import { addon, disposeAll, isTensor, type Tensor } from '../native';
 import { makeSchedule, type Transition } from '../schedule';
@@ -94,7 +94,7 @@ async function checkFinite(tensors: Tensor[], what: string): Promise<void> {
   for (const tensor of tensors) {
     const mean = await tensor.mean();
     if (!Number.isFinite(mean)) {
-      rangeError(`the ${what} produced ${Number.isNaN(mean) ? 'NaN' : 'infinite'} values: the UNet overflowed (float16 on a ` +
+      throw failure(`the ${what} produced ${Number.isNaN(mean) ? 'NaN' : 'infinite'} values: the UNet overflowed (float16 on a ` +
         'model that needs float32?) or its inputs are not finite');
     }
   }
