@@ -43,6 +43,8 @@ export interface Tensor {
 
 export interface TensorClass {
   readonly prototype: Tensor;
+  /** `value instanceof Tensor`. */
+  [Symbol.hasInstance](value: unknown): value is Tensor;
   /** Copies data into a new tensor; the dtype defaults to the typed array's own, float32 for a plain array. */
   fromArray(data: TypedData | number[], shape: number[], placement?: Placement): Tensor;
   /** Standard normal noise drawn on the CPU from `seed`, so a seed means the same noise on every device. */

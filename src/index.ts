@@ -1,4 +1,4 @@
-import { addon } from './native';
+import { addon, tensorClass } from './native';
 
 export type { Capabilities, Device, DeviceCapabilities, Dtype, ModuleOutput, Placement, TypedData } from './native';
 export { Module, loadModule } from './module';
@@ -17,7 +17,7 @@ export { alphaBars, makeSchedule, samplingTimesteps, ddimWeights } from './sched
 export type { Schedule, SchedulerConfig, Transition } from './schedule';
 
 /** A LibTorch tensor on a device; see Tensor.fromArray, Tensor.randn, Tensor.weightedSum, Tensor.cat. */
-export const Tensor = addon.Tensor;
+export const Tensor = tensorClass;
 export type Tensor = import('./native').Tensor;
 
 /** LibTorch's version, CUDA availability, the devices and the dtypes that really run on each. */

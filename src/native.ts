@@ -1,5 +1,5 @@
-// The typed native addon, loaded once; the rest of the library imports it from here.
-import { loadAddon } from '../binding';
+// The typed native addon; the rest of the library imports it from here.
+import { loadAddon, type Addon, type TensorClass } from '../binding';
 
 export type {
   Capabilities,
@@ -13,10 +13,23 @@ export type {
   TypedData,
 } from '../binding';
 
-export const addon = loadAddon();
+let loaded: Addon | undefined;
+const load = () => (loaded ??= loadAddon());
+
+/**
+ * The addon, loaded on first use rather than at require time: the parts that need no LibTorch (schedules,
+ * manifests, latent files' headers) work even where the build failed, and the first native call says why it did.
+ */
+export const addon: Addon = new Proxy({} as Addon, { get: (_, key) => Reflect.get(load(), key) });
+
+/** The Tensor class, resolved on first use like the addon (static calls, `instanceof`, `prototype` all pass through). */
+export const tensorClass: TensorClass = new Proxy(function Tensor() {} as unknown as TensorClass, {
+  get: (_, key) => Reflect.get(load().Tensor, key),
+  construct: (_, args) => Reflect.construct(load().Tensor as unknown as new (...a: unknown[]) => object, args),
+});
 
 export function isTensor(value: unknown): value is import('../binding').Tensor {
-  return value instanceof (addon.Tensor as unknown as abstract new () => unknown);
+  return value instanceof (load().Tensor as unknown as abstract new () => unknown);
 }
 
 type Owned = import('../binding').ModuleOutput | undefined | Owned[] | { [key: string]: Owned };

@@ -1,5 +1,10 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
 import type { Addon, NativeModule, Tensor, TensorClass } from '../binding';
 import { explain, loadAddon } from '../binding';
+import { runIsolated } from './isolated';
 
 // Each list must name every member its interface declares (the compiler checks that), and the running addon must
 // have exactly these: so the handwritten declarations and the native code cannot drift apart.
@@ -8,7 +13,7 @@ const tensorMembers: Record<Exclude<keyof Tensor, symbol>, true> = {
   affine: true, clamp: true,
   split: true, mean: true, std: true, norm: true,
 };
-const tensorStatics: Record<Exclude<keyof TensorClass, 'prototype'>, true> = {
+const tensorStatics: Record<Exclude<keyof TensorClass, 'prototype' | symbol>, true> = {
   fromArray: true, randn: true, weightedSum: true, cat: true,
 };
 const moduleMembers: Record<keyof NativeModule, true> = {
@@ -40,6 +45,21 @@ describe('the native binding', () => {
     expect(caps.devices[0].dtypes).toContain('float32');
     expect(caps.devices.length).toBe(1 + (caps.cuda ? caps.devices.filter((d) => d.device.startsWith('cuda')).length : 0));
     for (const device of caps.devices.slice(1)) expect(device.dtypes).toEqual(expect.arrayContaining(['float32', 'float16']));
+  });
+
+  test('without a built addon the library still loads, its pure-JS parts work, and the first native call explains', async () => {
+    // The package as installed with its build missing: dist/, binding/ and package.json, no build/.
+    const root = path.join(__dirname, '..');
+    const copy = fs.mkdtempSync(path.join(os.tmpdir(), 'easyinv-unbuilt-'));
+    for (const part of ['dist', 'binding', 'package.json']) fs.cpSync(path.join(root, part), path.join(copy, part), { recursive: true });
+    fs.symlinkSync(path.join(root, 'node_modules'), path.join(copy, 'node_modules'));
+    const { code, stdout, stderr } = await runIsolated(`
+      const lib = require(${JSON.stringify(path.join(copy, 'dist'))});
+      console.log(lib.makeSchedule(lib.readManifest(${JSON.stringify(path.join(root, 'weights', 'test-sd1'))}).scheduler, 10).timesteps.join(','));
+      try { lib.Tensor.fromArray([1], [1]); } catch (error) { console.log(error.message.split('\\n')[0]); }`);
+    fs.rmSync(copy, { recursive: true, force: true });
+    expect({ code, stderr }).toEqual({ code: 0, stderr: '' });
+    expect(stdout.split('\n')).toEqual(['901,801,701,601,501,401,301,201,101,1', 'easyinv: the native addon could not be loaded.', '']);
   });
 
   test('a load failure lists the likely causes and their fixes', () => {
