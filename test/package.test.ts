@@ -69,3 +69,15 @@ test('packed, installed elsewhere and used from ESM with `using`: Buffers in, a 
     console.log(`tarball ${(fs.statSync(tarball).size / 2 ** 20).toFixed(2)} MiB; installed ${(size(installed) / 2 ** 20).toFixed(2)} MiB with the addon`);
   });
 }, 180_000);
+
+test('the ES module entry names exactly what the CommonJS one exports, with no default or __esModule', async () => {
+  const { runIsolated } = await import('./isolated');
+  const { code, stdout, stderr } = await runIsolated(`
+    const esm = Object.keys(await import(${JSON.stringify(path.join(root, 'esm', 'index.mjs'))})).sort();
+    const cjs = Object.keys(easyinv).filter((key) => key !== '__esModule').sort();
+    console.log(JSON.stringify({ esm, cjs }));`);
+  expect({ code, stderr }).toEqual({ code: 0, stderr: '' });
+  const { esm, cjs } = JSON.parse(stdout);
+  expect(esm).toEqual(cjs);
+  expect(esm).not.toContain('default');
+});
