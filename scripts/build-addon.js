@@ -219,3 +219,13 @@ const env = { ...process.env, CMAKE_BUILD_PARALLEL_LEVEL: process.env.CMAKE_BUIL
 const result = spawnSync(process.execPath, [cmakeJs, ...args], { cwd: root, stdio: 'inherit', env });
 if (result.status !== 0) fail(`cmake-js failed (exit ${result.status}); the compiler's messages are above`);
 fs.writeFileSync(stampFile, stamp);
+
+// An installed package (not a git checkout) keeps only the addon and the stamp: the intermediates, the precompiled
+// header among them (about 400 MB), serve only the incremental rebuilds of a clone.
+if (!fs.existsSync(path.join(root, '.git'))) {
+  for (const entry of fs.readdirSync(buildDir)) {
+    if (entry !== 'Release' && entry !== path.basename(stampFile)) fs.rmSync(path.join(buildDir, entry), { recursive: true, force: true });
+  }
+  const addonFile = path.join(buildDir, 'Release', 'easyinv.node');
+  log(`built ${path.relative(root, addonFile)} (${(fs.statSync(addonFile).size / 2 ** 20).toFixed(1)} MiB); removed the build's intermediates`);
+}
