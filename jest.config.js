@@ -4,4 +4,5 @@ module.exports = {
   transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'test/tsconfig.json' }] },
   testEnvironment: 'node',
   testTimeout: 60000,
+  globalSetup: '<rootDir>/test/browser-setup.js',
 };

@@ -13,6 +13,8 @@ const { execFileSync, spawnSync } = require('child_process');
 const fs = require('fs');
 const path = require('path');
 
+const { aptInstall } = require('./apt');
+
 const root = path.resolve(__dirname, '..');
 const buildDir = path.join(root, 'build');
 const stampFile = path.join(buildDir, 'easyinv-libtorch.json');
@@ -98,17 +100,7 @@ function fromSystem() {
   return { how: `system package (${config})`, prefix, version: configVersion(config), libDir, nvidia: [] };
 }
 
-function installSystemPackage() {
-  if (process.env.EASYINV_NO_APT === '1') return false;
-  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-  const hasApt = spawnSync('sh', ['-c', 'command -v apt-get'], { stdio: 'ignore' }).status === 0;
-  if (!isRoot || !hasApt) return false;
-  log('no LibTorch found; installing Debian\'s libtorch-dev with apt-get (set EASYINV_NO_APT=1 to stop this)');
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  const run = (args) => spawnSync('apt-get', args, { stdio: 'inherit', env }).status === 0;
-  return run(['install', '-y', '--no-install-recommends', 'libtorch-dev']) ||
-    (run(['update']) && run(['install', '-y', '--no-install-recommends', 'libtorch-dev']));
-}
+const installSystemPackage = () => aptInstall('libtorch-dev', 'no LibTorch found', log);
 
 const isCudaBuild = (torch) => fs.existsSync(path.join(torch.libDir, 'libtorch_cuda.so'));
 

@@ -32,11 +32,12 @@ const chromiumPath = '/usr/bin/chromium';
 const chromiumArgs = ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--no-first-run'];
 
-/** Opens a local HTML file in Debian's headless Chromium and runs `use` on the loaded page. */
-export async function withPage<T>(file: string, use: (page: import('playwright-core').Page, url: string) => Promise<T>): Promise<T> {
-  const fs = await import('fs');
-  if (!fs.existsSync(chromiumPath)) {
-    throw new Error(`no browser at ${chromiumPath}: install Debian's Chromium with \`apt-get install -y --no-install-recommends chromium\``);
+/** Opens a local HTML file in Debian's headless Chromium and runs `use` on the loaded page; skipped (undefined) when
+ * the global setup found no browser and could not install one. */
+export async function withPage<T>(file: string, use: (page: import('playwright-core').Page, url: string) => Promise<T>): Promise<T | undefined> {
+  if (process.env.EASYINV_SKIP_BROWSER === '1') {
+    console.warn(`easyinv: SKIPPED the browser check of ${file}: no Chromium (see the line at the start of the run)`);
+    return undefined;
   }
   const { chromium } = await import('playwright-core');
   const { pathToFileURL } = await import('url');
