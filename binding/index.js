@@ -28,13 +28,23 @@ function explain(error) {
     causes.map((cause) => `  - ${cause}`).join('\n'), { cause: error });
 }
 
+// Electron packs an app's JavaScript into app.asar and its native files beside it, in app.asar.unpacked (asar
+// cannot hold a shared library): there the addon is looked for in the unpacked twin of this package's folder.
+const unpackedRoot = root.replace(/\.asar(?=[\\/]|$)/, '.asar.unpacked');
+
 function loadAddon() {
   if (addon === undefined) {
-    try {
-      addon = require('bindings')({ bindings: 'easyinv', module_root: root });
-    } catch (error) {
-      throw explain(error);
+    const roots = unpackedRoot === root ? [root] : [unpackedRoot, root];
+    let failure;
+    for (const moduleRoot of roots) {
+      try {
+        addon = require('bindings')({ bindings: 'easyinv', module_root: moduleRoot });
+        break;
+      } catch (error) {
+        failure ??= error;
+      }
     }
+    if (addon === undefined) throw explain(failure);
     // Explicit resource management: `using t = await ...` disposes t at the end of its block. (A second loader of
     // the same process, as a test runner's fresh module registry, finds it already there.)
     if (!Object.hasOwn(addon.Tensor.prototype, Symbol.dispose)) {
