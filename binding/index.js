@@ -9,8 +9,10 @@ function explain(error) {
   const message = String(error && error.message);
   const causes = [];
   if (/Could not locate the bindings file/.test(message)) {
-    causes.push('The addon was never built: `npm install` ran with --ignore-scripts, or its build failed (see the install log).\n' +
-      '    Fix: npm rebuild easyinv (in a clone: npm run build:native).');
+    causes.push('The addon was never built: the install ran without dependency scripts (--ignore-scripts; pnpm 10 and bun\n' +
+      '    skip them unless allowed), or its build failed (see the install log).\n' +
+      '    Fix: npm rebuild easyinv (pnpm: pnpm approve-builds; bun: add easyinv to "trustedDependencies");\n' +
+      '    in a clone: npm run build:native.');
   }
   if (/cannot open shared object file|Library not loaded|image not found/.test(message)) {
     causes.push('A LibTorch library the addon was linked against is gone (LibTorch moved, was upgraded or uninstalled).\n' +
