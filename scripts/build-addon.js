@@ -202,8 +202,35 @@ try {
   if (error instanceof BuildError) fail(error.message);
   throw error;
 }
-log(`building against LibTorch ${torch.version ?? '(version unknown)'} from ${torch.how}`);
 const stamp = JSON.stringify({ how: torch.how, version: torch.version, libDir: torch.libDir, defines: torch.defines });
+
+/** The prebuilt addon of this platform (scripts/prebuild.js), when it links this very LibTorch. */
+function matchingPrebuild() {
+  // A clone always compiles its own sources.
+  if (process.env.EASYINV_BUILD_FROM_SOURCE === '1' || fs.existsSync(path.join(root, '.git'))) return undefined;
+  const folder = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  let tag;
+  try {
+    tag = JSON.parse(fs.readFileSync(path.join(folder, 'easyinv.json'), 'utf8'));
+  } catch {
+    return undefined;
+  }
+  const matches = tag.libtorch === torch.version && tag.libDir === torch.libDir && fs.existsSync(path.join(folder, 'easyinv.node'));
+  if (!matches) log(`the prebuilt addon links LibTorch ${tag.libtorch} (${tag.libDir}), not this one: compiling`);
+  return matches ? path.join(folder, 'easyinv.node') : undefined;
+}
+
+const prebuild = matchingPrebuild();
+if (prebuild) {
+  cleanBuildFolderIfChanged(stamp);
+  fs.mkdirSync(path.join(buildDir, 'Release'), { recursive: true });
+  fs.copyFileSync(prebuild, path.join(buildDir, 'Release', 'easyinv.node'));
+  fs.writeFileSync(stampFile, stamp);
+  log(`using the prebuilt addon for LibTorch ${torch.version} from ${torch.how}: nothing to compile ` +
+    '(EASYINV_BUILD_FROM_SOURCE=1 compiles anyway)');
+  process.exit(0);
+}
+log(`building against LibTorch ${torch.version ?? '(version unknown)'} from ${torch.how}`);
 cleanBuildFolderIfChanged(stamp);
 const args = ['compile', ...Object.entries(torch.defines).map(([key, value]) => `--CD${key}=${value}`)];
 const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
