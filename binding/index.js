@@ -1,9 +1,23 @@
 'use strict';
 // The one place that loads the native addon. A failure says what probably went wrong and how to fix it.
+const fs = require('fs');
 const path = require('path');
 
 const root = path.join(__dirname, '..');
 let addon;
+
+/** What the build stamp says the addon links, when that LibTorch is no longer where it was. */
+function builtAgainst() {
+  let stamp;
+  try {
+    stamp = JSON.parse(fs.readFileSync(path.join(root, 'build', 'easyinv-libtorch.json'), 'utf8'));
+  } catch {
+    return undefined;
+  }
+  if (fs.existsSync(path.join(stamp.libDir, 'libtorch.so'))) return undefined;
+  return `The addon was built against LibTorch ${stamp.version} in ${stamp.libDir}, which is no longer there.\n` +
+    '    Fix: reinstall that LibTorch, or rebuild against the one you have: npm rebuild easyinv.';
+}
 
 function explain(error) {
   const message = String(error && error.message);
@@ -26,6 +40,8 @@ function explain(error) {
     causes.push('Unknown: rebuild with `npm rebuild easyinv` and read the build log; LibTorch is found through LIBTORCH,\n' +
       '    LIBTORCH_USE_PYTORCH=1 or the system package libtorch-dev.');
   }
+  const built = builtAgainst();
+  if (built) causes.unshift(built);
   return new Error(`easyinv: the native addon could not be loaded.\n${message}\nLikely causes and fixes:\n` +
     causes.map((cause) => `  - ${cause}`).join('\n'), { cause: error });
 }

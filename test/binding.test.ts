@@ -62,6 +62,16 @@ describe('the native binding', () => {
     expect(stdout.split('\n')).toEqual(['901,801,701,601,501,401,301,201,101,1', 'easyinv: the native addon could not be loaded.', '']);
   });
 
+  test('a load failure names the LibTorch the addon was built against when that one is gone', () => {
+    const copy = fs.mkdtempSync(path.join(os.tmpdir(), 'easyinv-moved-'));
+    fs.cpSync(path.join(__dirname, '..', 'binding'), path.join(copy, 'binding'), { recursive: true });
+    fs.mkdirSync(path.join(copy, 'build'));
+    fs.writeFileSync(path.join(copy, 'build', 'easyinv-libtorch.json'), JSON.stringify({ version: '9.9.9', libDir: path.join(copy, 'gone') }));
+    const moved = require(path.join(copy, 'binding')).explain(new Error('libtorch_cpu.so: cannot open shared object file'));
+    fs.rmSync(copy, { recursive: true, force: true });
+    expect(moved.message).toMatch(/built against LibTorch 9\.9\.9 in .*gone, which is no longer there[\s\S]*Fix: reinstall/);
+  });
+
   test('a load failure lists the likely causes and their fixes', () => {
     const missing = explain(new Error('Could not locate the bindings file. Tried: build/Release/easyinv.node'));
     expect(missing.message).toMatch(/could not be loaded[\s\S]*never built[\s\S]*Fix: npm rebuild easyinv/);
