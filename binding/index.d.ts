@@ -24,7 +24,7 @@ export interface Tensor {
    * A copy of the data: Float32Array for float32, float16 and bfloat16; Float64Array, Int32Array, BigInt64Array and
    * Uint8Array (also for bool) for the others. The type parameter names the array for non-float32 dtypes.
    */
-  toArray<T extends TypedData = Float32Array>(): Promise<NoInfer<T>>;
+  toArray<T extends TypedData = Float32Array>(): Promise<[T][T extends unknown ? 0 : never]>; // NoInfer<T>, for TypeScript before 5.4
   to(placement: Placement): Promise<Tensor>;
   /** this + weight * (end - this) */
   lerp(end: Tensor, weight: number): Promise<Tensor>;
