@@ -61,6 +61,16 @@ function loadAddon() {
       } catch (error) {
         failure ??= error;
       }
+      // An install that took the prebuilt addon (its LibTorch matched) built nothing: load the prebuild itself.
+      const prebuilt = path.join(moduleRoot, 'prebuilds', `${process.platform}-${process.arch}`, 'easyinv.node');
+      if (fs.existsSync(path.join(moduleRoot, 'build', 'easyinv-libtorch.json')) && fs.existsSync(prebuilt)) {
+        try {
+          addon = require(prebuilt);
+          break;
+        } catch (error) {
+          failure = error;
+        }
+      }
     }
     if (addon === undefined) throw explain(failure);
     // Explicit resource management: `using t = await ...` disposes t at the end of its block. (A second loader of

@@ -222,9 +222,9 @@ function matchingPrebuild() {
 
 const prebuild = matchingPrebuild();
 if (prebuild) {
-  cleanBuildFolderIfChanged(stamp);
-  fs.mkdirSync(path.join(buildDir, 'Release'), { recursive: true });
-  fs.copyFileSync(prebuild, path.join(buildDir, 'Release', 'easyinv.node'));
+  // Nothing in build/Release: the loader then takes the prebuild itself, guided by the stamp.
+  fs.rmSync(buildDir, { recursive: true, force: true });
+  fs.mkdirSync(buildDir, { recursive: true });
   fs.writeFileSync(stampFile, stamp);
   log(`using the prebuilt addon for LibTorch ${torch.version} from ${torch.how}: nothing to compile ` +
     '(EASYINV_BUILD_FROM_SOURCE=1 compiles anyway)');
