@@ -15,7 +15,7 @@ const program = `
 import { readFileSync } from 'node:fs';
 import { invert, liveTensors, loadModel, reconstruct, writeImage, Tensor } from 'easyinv';
 
-const bundle = new URL('./node_modules/easyinv/weights/test-sd1', import.meta.url).pathname;
+const bundle = new URL('./node_modules/easyinv/weights/tiny-sd1-256', import.meta.url).pathname;
 const photo = readFileSync(new URL('./node_modules/easyinv/weights/photos/astronaut.png', import.meta.url));
 {
   await using model = await loadModel(bundle);

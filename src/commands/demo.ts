@@ -10,7 +10,7 @@ import { number, openModel, progressBar, report, type Flags } from './common';
 
 const root = path.join(__dirname, '..', '..');
 export const demoDefaults = {
-  model: path.join(root, 'weights', 'test-sd1'),
+  model: path.join(root, 'weights', 'tiny-sd1-256'),
   image: path.join(root, 'weights', 'photos', 'astronaut.png'),
 };
 
