@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """The ratio to beat for `easyinv bench`: DDIM inversion written directly in PyTorch over a bundle's TorchScript
-files (the same UNet, schedule and steps), timed the same way (device synchronised, warm-up excluded, median).
-Usage: python_inversion.py BUNDLE --device cpu --dtype float32 --steps 50 --batch 1 --repeats 5  -> JSON on stdout"""
+files (the same UNet, schedule, steps and guidance), timed the same way (device synchronised, warm-up excluded).
+Usage: python_inversion.py BUNDLE --device cpu --dtype float32 --steps 50 --batch 1 --guidance 1 --repeats 5
+  -> JSON on stdout with the median; with --serve, after a warm-up it prints {"ready": ...} and then times one
+  inversion per line read from stdin, so that easyinv bench can interleave its rounds with ours."""
 import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import torch
@@ -18,7 +21,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--guidance", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--serve", action="store_true")
     args = parser.parse_args()
     with open(os.path.join(args.bundle, "manifest.json")) as file:
         manifest = json.load(file)
@@ -49,14 +54,21 @@ def main() -> None:
             cond = load("text_encoder")(ids)
         else:
             cond = torch.zeros(1, *manifest["cond_shape"], dtype=dtype, device=device)
-        cond = cond.repeat(batch, 1, 1)
+        guided = args.guidance != 1
+        rows = 2 * batch if guided else batch  # guidance: one call on [uncond; cond], as easyinv makes it
+        cond = cond.repeat(rows, 1, 1)
+        extra = [e.repeat(2, 1) for e in extra] if guided else extra
         z0 = torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(0)).to(device, dtype)
 
         def invert() -> torch.Tensor:
             z = z0
             for t in timesteps:
                 a_from, a_to = (alpha_bar[t - delta] if t - delta >= 0 else final), alpha_bar[t]
-                eps = unet(z, torch.full((batch,), t, dtype=torch.int64, device=device), cond, *extra)
+                x = torch.cat([z, z]) if guided else z
+                eps = unet(x, torch.full((rows,), t, dtype=torch.int64, device=device), cond, *extra)
+                if guided:
+                    uncond, conditioned = eps.chunk(2)
+                    eps = uncond + args.guidance * (conditioned - uncond)
                 scale = (a_to / a_from) ** 0.5
                 z = scale * z + ((1 - a_to) ** 0.5 - scale * (1 - a_from) ** 0.5) * eps
             return z
@@ -71,6 +83,11 @@ def main() -> None:
             return time.perf_counter() - start
 
         timed()  # warm-up: the TorchScript profiling runs
+        if args.serve:
+            print(json.dumps({"ready": True, "torch": torch.__version__}), flush=True)
+            for _ in sys.stdin:
+                print(json.dumps({"seconds": timed()}), flush=True)
+            return
         seconds = statistics.median(timed() for _ in range(args.repeats))
     print(json.dumps({"secondsPerInversion": seconds, "batch": batch, "steps": args.steps, "torch": torch.__version__}))
 

@@ -1,17 +1,20 @@
-// `easyinv bench`: seconds per inversion per method and dtype (device synchronised, warm-up excluded, median of
-// repeats), UNet calls, peak device memory, images per second at several batch sizes, the bare UNet forwards the
-// loop makes, and the same DDIM loop in Python PyTorch over the same TorchScript files as the ratio to beat.
-import { execFileSync, spawnSync } from 'child_process';
+// `easyinv bench`: seconds per inversion per method and dtype (device synchronised, warm-up excluded), UNet calls,
+// peak device memory, images per second at several batch sizes, the bare UNet forwards the loop makes, and the same
+// DDIM loop in Python PyTorch over the same TorchScript files as the ratio to beat. At batch 1 every timed thing
+// runs once per round, in rounds interleaved (the methods' order rotating), so that a machine's drift falls on all
+// alike; each row reports the median and the spread of its rounds.
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'child_process';
 import * as path from 'path';
+import * as readline from 'readline';
 
-import { rangeError } from './errors';
 import { bundleFor } from './compare/compare';
+import { failure, rangeError } from './errors';
 import { stepsFor } from './evaluation';
-import { median } from './statistics';
 import { invert, type MethodName } from './inversion';
 import type { ModelDtype } from './manifest';
 import { loadModel, type Model } from './model';
 import { addon, disposeAll, type Tensor } from './native';
+import { median } from './statistics';
 
 export interface BenchOptions {
   models: string[];
@@ -19,10 +22,13 @@ export interface BenchOptions {
   methods: MethodName[];
   device?: string;
   steps?: number;
+  /** Rounds at batch 1 (each times every method, the bare UNet and Python once). */
   repeats?: number;
   batches?: number[];
   /** The methods timed at the batch sizes above 1 (default: all): full-size models cannot afford every pair. */
   batchMethods?: MethodName[];
+  /** Classifier-free guidance weight (1: none; otherwise every UNet call runs on the doubled batch). */
+  guidance?: number;
   /** The Python interpreter with torch for the reference loop; undefined: look for python3, then skip. */
   python?: string;
 }
@@ -33,43 +39,37 @@ export interface BenchRow {
   steps: number;
   /** Median seconds of one inversion at batch 1 (for 'unet-forward': of the same number of bare UNet calls). */
   seconds: number;
+  /** The fastest and the slowest round. */
+  spread: [number, number];
+  /** Median seconds per UNet call, in microseconds. */
+  microsecondsPerCall: number;
   unetCalls: number;
   peakMemoryBytes: number | null;
   /** Images per second at each batch size. */
   imagesPerSecond: Record<number, number>;
-  /** Seconds of the Python PyTorch DDIM loop at batch 1, for ddim and easyinv (which costs the same). */
+  /** Median seconds of the Python PyTorch DDIM loop at batch 1, for ddim and easyinv (which costs the same). */
   pythonSeconds?: number;
+  pythonSpread?: [number, number];
 }
 
-async function timeInversion(model: Model, z0: Tensor, method: MethodName, steps: number, repeats: number) {
-  const run = () => invert(model, z0, { method, steps });
-  (await run()).dispose(); // warm-up: the TorchScript profiling runs and the allocator's first blocks
-  const seconds: number[] = [];
-  let unetCalls = 0;
+const spreadOf = (values: number[]): [number, number] => [Math.min(...values), Math.max(...values)];
+
+async function timeInversion(model: Model, z0: Tensor, method: MethodName, steps: number, guidance: number) {
   addon.resetPeakMemory(model.device);
-  for (let i = 0; i < repeats; i++) {
-    const result = await run();
-    seconds.push(result.seconds);
-    unetCalls = result.unetCalls;
-    result.dispose();
-  }
-  return { seconds: median(seconds), unetCalls, peakMemoryBytes: addon.peakMemory(model.device) };
+  const result = await invert(model, z0, { method, steps, guidance });
+  const timing = { seconds: result.seconds, unetCalls: result.unetCalls, peakMemoryBytes: addon.peakMemory(model.device) };
+  result.dispose();
+  return timing;
 }
 
 /** The UNet calls of a DDIM inversion, made back to back with nothing else: the floor for any inversion loop. */
-async function timeBareForwards(model: Model, z0: Tensor, calls: number, repeats: number): Promise<number> {
-  const condition = await model.condition('', '', z0.shape[0], 1);
-  const once = async () => {
-    const started = performance.now();
-    for (let i = 0; i < calls; i++) (await model.predictNoise(z0, 1 + (i * 20) % 1000, condition)).dispose();
-    await addon.synchronize(model.device);
-    return (performance.now() - started) / 1000;
-  };
-  await once();
-  const seconds: number[] = [];
-  for (let i = 0; i < repeats; i++) seconds.push(await once());
+async function timeBareForwards(model: Model, z0: Tensor, calls: number, guidance: number): Promise<number> {
+  const condition = await model.condition('', '', z0.shape[0], guidance);
+  const started = performance.now();
+  for (let i = 0; i < calls; i++) (await model.predictNoise(z0, 1 + (i * 20) % 1000, condition)).dispose();
+  await addon.synchronize(model.device);
   disposeAll({ ...condition });
-  return median(seconds);
+  return (performance.now() - started) / 1000;
 }
 
 function findPython(preferred?: string): string | undefined {
@@ -77,16 +77,33 @@ function findPython(preferred?: string): string | undefined {
   return candidates.find((python) => spawnSync(python, ['-c', 'import torch']).status === 0);
 }
 
-function pythonSeconds(python: string, bundle: string, dtype: ModelDtype, device: string, steps: number, repeats: number): number {
+/** The Python loop as a process that times one inversion each time it is asked, after its own warm-up. */
+async function pythonLoop(python: string, bundle: string, dtype: ModelDtype, device: string, steps: number, guidance: number) {
   const script = path.join(__dirname, '..', 'bench', 'python_inversion.py');
-  const out = execFileSync(python, [script, bundle, '--device', device.startsWith('cuda') ? device : 'cpu', '--dtype', dtype,
-    '--steps', String(steps), '--repeats', String(repeats)], { encoding: 'utf8' });
-  return JSON.parse(out).secondsPerInversion;
+  const child: ChildProcessWithoutNullStreams = spawn(python, [script, bundle, '--device', device.startsWith('cuda') ? device : 'cpu',
+    '--dtype', dtype, '--steps', String(steps), '--guidance', String(guidance), '--serve']);
+  let stderr = '';
+  child.stderr.on('data', (chunk) => (stderr += chunk));
+  const lines = readline.createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const next = async () => {
+    const line = await lines.next();
+    if (line.done) throw failure(`the Python loop ended early: ${stderr.trim().split('\n').slice(-3).join(' ')}`);
+    return JSON.parse(line.value);
+  };
+  await next(); // ready: warmed up
+  return {
+    time: async (): Promise<number> => {
+      child.stdin.write('time\n');
+      return (await next()).seconds;
+    },
+    close: () => child.stdin.end(),
+  };
 }
 
 export async function bench(options: BenchOptions, onRow?: (row: BenchRow) => void): Promise<{ rows: BenchRow[]; python: string | null }> {
-  const { steps = 50, repeats = 5, batches = [1, 4, 16] } = options;
+  const { steps = 50, repeats = 5, batches = [1, 4, 16], guidance = 1 } = options;
   if (!Number.isInteger(repeats) || repeats < 1) rangeError(`repeats must be an integer >= 1, not ${repeats}`);
+  if (!(guidance >= 0 && Number.isFinite(guidance))) rangeError(`guidance must be a finite number >= 0, not ${guidance}`);
   const python = findPython(options.python);
   const rows: BenchRow[] = [];
   for (const dtype of options.dtypes) {
@@ -95,27 +112,55 @@ export async function bench(options: BenchOptions, onRow?: (row: BenchRow) => vo
     const { channels, size } = model.manifest.latent;
     const latents = async (batch: number) => addon.Tensor.randn([batch, channels, size, size], { seed: 0, device: model.device, dtype: model.dtype });
     const single = await latents(1);
-    const reference = python ? pythonSeconds(python, bundle, dtype, model.device, steps, repeats) : undefined;
-    for (const method of options.methods) {
-      const n = stepsFor(method, steps);
-      const timing = await timeInversion(model, single, method, n, repeats);
-      const imagesPerSecond: Record<number, number> = { 1: 1 / timing.seconds };
-      for (const batch of batches.filter((b) => b !== 1 && (options.batchMethods ?? options.methods).includes(method))) {
+    const reference = python ? await pythonLoop(python, bundle, dtype, model.device, steps, guidance) : undefined;
+    const timed = options.methods.map((method) => ({ method, steps: stepsFor(method, steps), seconds: [] as number[], unetCalls: 0, peak: null as number | null }));
+    const bare: number[] = [];
+    const pythonSeconds: number[] = [];
+    try {
+      // Warm-up: the TorchScript profiling runs and the allocator's first blocks, for every timed thing.
+      for (const entry of timed) await timeInversion(model, single, entry.method, entry.steps, guidance);
+      await timeBareForwards(model, single, steps, guidance);
+      for (let round = 0; round < repeats; round++) {
+        const order = timed.map((_, i) => timed[(i + round) % timed.length]);
+        for (const entry of order) {
+          const timing = await timeInversion(model, single, entry.method, entry.steps, guidance);
+          entry.seconds.push(timing.seconds);
+          entry.unetCalls = timing.unetCalls;
+          if (timing.peakMemoryBytes !== null) entry.peak = Math.max(entry.peak ?? 0, timing.peakMemoryBytes);
+        }
+        bare.push(await timeBareForwards(model, single, steps, guidance));
+        if (reference) pythonSeconds.push(await reference.time());
+      }
+    } finally {
+      reference?.close();
+    }
+    for (const entry of timed) {
+      const seconds = median(entry.seconds);
+      const imagesPerSecond: Record<number, number> = { 1: 1 / seconds };
+      for (const batch of batches.filter((b) => b !== 1 && (options.batchMethods ?? options.methods).includes(entry.method))) {
         const z0 = await latents(batch);
-        imagesPerSecond[batch] = batch / (await timeInversion(model, z0, method, n, Math.max(1, Math.floor(repeats / 2)))).seconds;
+        const runs: number[] = [];
+        for (let i = 0; i < Math.max(3, Math.floor(repeats / 2)); i++) runs.push((await timeInversion(model, z0, entry.method, entry.steps, guidance)).seconds);
+        imagesPerSecond[batch] = batch / median(runs);
         z0.dispose();
       }
-      const row: BenchRow = { method, dtype, steps: n, ...timing, imagesPerSecond };
-      if (reference !== undefined && (method === 'ddim' || method === 'easyinv')) row.pythonSeconds = reference;
+      const row: BenchRow = {
+        method: entry.method, dtype, steps: entry.steps, seconds, spread: spreadOf(entry.seconds),
+        microsecondsPerCall: (seconds / entry.unetCalls) * 1e6, unetCalls: entry.unetCalls, peakMemoryBytes: entry.peak, imagesPerSecond,
+      };
+      if (pythonSeconds.length > 0 && (entry.method === 'ddim' || entry.method === 'easyinv')) {
+        row.pythonSeconds = median(pythonSeconds);
+        row.pythonSpread = spreadOf(pythonSeconds);
+      }
       rows.push(row);
       onRow?.(row);
     }
-    const bare: BenchRow = {
-      method: 'unet-forward', dtype, steps, seconds: await timeBareForwards(model, single, steps, repeats),
+    const bareRow: BenchRow = {
+      method: 'unet-forward', dtype, steps, seconds: median(bare), spread: spreadOf(bare), microsecondsPerCall: (median(bare) / steps) * 1e6,
       unetCalls: steps, peakMemoryBytes: null, imagesPerSecond: {},
     };
-    rows.push(bare);
-    onRow?.(bare);
+    rows.push(bareRow);
+    onRow?.(bareRow);
     single.dispose();
     model.dispose();
   }
@@ -125,13 +170,14 @@ export async function bench(options: BenchOptions, onRow?: (row: BenchRow) => vo
 export function benchTable(rows: BenchRow[], batches: number[]): string {
   const bare = (dtype: string) => rows.find((r) => r.method === 'unet-forward' && r.dtype === dtype)?.seconds;
   const ddim = (dtype: string) => rows.find((r) => r.method === 'ddim' && r.dtype === dtype)?.seconds;
-  const header = `| method | dtype | steps | s / inversion | UNet calls | vs bare UNet | vs ddim | vs Python | peak MiB | ${batches.map((b) => `img/s @${b}`).join(' | ')} |`;
-  const lines = [header, `|${' --- |'.repeat(9 + batches.length)}`];
+  const header = '| method | dtype | steps | s / inversion | min – max | µs / UNet call | UNet calls | vs bare UNet | vs ddim | vs Python | ' +
+    `peak MiB | ${batches.map((b) => `img/s @${b}`).join(' | ')} |`;
+  const lines = [header, `|${' --- |'.repeat(11 + batches.length)}`];
   for (const r of rows) {
     const floor = bare(r.dtype);
     const perCall = floor === undefined ? undefined : (floor / r.steps) * r.unetCalls;
     const cells = [
-      r.method, r.dtype, r.steps, r.seconds.toFixed(4), r.unetCalls,
+      r.method, r.dtype, r.steps, r.seconds.toFixed(4), `${r.spread[0].toFixed(4)} – ${r.spread[1].toFixed(4)}`, r.microsecondsPerCall.toFixed(0), r.unetCalls,
       perCall && r.method !== 'unet-forward' ? (r.seconds / perCall).toFixed(3) : '',
       ddim(r.dtype) && r.method !== 'unet-forward' ? (r.seconds / ddim(r.dtype)!).toFixed(3) : '',
       r.pythonSeconds ? (r.seconds / r.pythonSeconds).toFixed(3) : '',

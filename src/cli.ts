@@ -49,7 +49,9 @@ const commands: Record<string, { usage: string; run: (flags: Flags, positionals:
   },
   bench: {
     usage: `easyinv bench --model DIR[,DIR] [--dtype float32] [--methods ...] [--steps 50] [--repeats 5] [--batches 1,4,16]
-    seconds per inversion, UNet calls, peak memory, images per second, against the bare UNet and a PyTorch loop`,
+              [--guidance W]
+    seconds per inversion (median and spread of interleaved rounds), per UNet call, UNet calls, peak memory, images
+    per second, against the bare UNet and the same loop in Python PyTorch`,
     run: benchCommand,
   },
 };

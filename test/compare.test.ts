@@ -204,6 +204,23 @@ describe('easyinv bench', () => {
       expect(row.peakMemoryBytes).toBeNull(); // the CPU keeps no account of peak memory
     }
     expect(rows[2].unetCalls).toBe(3 * 6);
+    for (const row of rows) {
+      // the median lies within the rounds' spread, and per-call time is the median over the calls
+      expect(row.spread[0]).toBeLessThanOrEqual(row.seconds);
+      expect(row.seconds).toBeLessThanOrEqual(row.spread[1]);
+      expect(row.microsecondsPerCall).toBeCloseTo((row.seconds / row.unetCalls) * 1e6, 3);
+    }
+    if (python) {
+      expect(rows[0].pythonSeconds).toBeGreaterThan(0);
+      expect(rows[0].pythonSpread[0]).toBeLessThanOrEqual(rows[0].pythonSeconds);
+    }
+  }, 120_000);
+
+  test('with guidance, bench times guided inversions: our loop, the bare UNet loop and Python\'s', async () => {
+    const { stdout } = await promisify(execFile)(process.execPath, [cli, 'bench', '--model', path.join(weights, 'test-sdxl'),
+      '--steps', '2', '--repeats', '2', '--batches', '1', '--methods', 'ddim', '--guidance', '7.5', '--json']);
+    const { rows, python } = JSON.parse(stdout);
+    expect(rows.map((r: { method: string; unetCalls: number }) => [r.method, r.unetCalls])).toEqual([['ddim', 2], ['unet-forward', 2]]);
     if (python) expect(rows[0].pythonSeconds).toBeGreaterThan(0);
   }, 120_000);
 
