@@ -55,12 +55,20 @@ export interface TensorClass {
   cat(tensors: Tensor[], dim?: number): Promise<Tensor>;
 }
 
+export interface ModuleOptions extends Placement {
+  /** Keep the 4-D weights, and put 4-D inputs, in NHWC (channels_last) order, the layout oneDNN and cuDNN convolve
+   * fastest; the values are unchanged. */
+  channelsLast?: boolean;
+}
+
 export type ModuleOutput = Tensor | number | boolean | string | null | ModuleOutput[] | { [key: string]: ModuleOutput };
 
 export interface NativeModule {
   readonly path: string;
   readonly device: Device;
   readonly dtype: Dtype;
+  /** Whether its 4-D weights and image inputs are in NHWC order (loadModule's channelsLast). */
+  readonly channelsLast: boolean;
   readonly disposed: boolean;
   forward(...inputs: Tensor[]): Promise<ModuleOutput>;
   dispose(): void;
@@ -88,7 +96,7 @@ export interface Addon {
   readonly path: string;
   Tensor: TensorClass;
   Module: { readonly prototype: NativeModule };
-  loadModule(path: string, placement?: Placement): Promise<NativeModule>;
+  loadModule(path: string, options?: ModuleOptions): Promise<NativeModule>;
   capabilities(): Promise<Capabilities>;
   /** Resolves when all work queued on the device before this call has finished. */
   synchronize(device?: Device): Promise<void>;

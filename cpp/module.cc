@@ -13,7 +13,13 @@ struct LoadedModule {
   std::string path;
   c10::Device device;
   c10::ScalarType dtype;
+  bool channels_last;
 };
+
+// NHWC order for what has image axes: the 4-D parameters, buffers and inputs. Values are unchanged; only strides.
+at::Tensor ChannelsLastIfImage(const at::Tensor& tensor) {
+  return tensor.dim() == 4 ? tensor.contiguous(at::MemoryFormat::ChannelsLast) : tensor;
+}
 
 Napi::Value OutputToJs(Napi::Env env, const c10::IValue& value) {
   if (value.isTensor()) return TensorWrap::Wrap(env, value.toTensor());
@@ -50,6 +56,14 @@ void ConvertFloatingTensors(torch::jit::Module& module, c10::ScalarType dtype) {
   for (const auto& buffer : module.buffers()) convert(buffer);
 }
 
+void ConvertToChannelsLast(torch::jit::Module& module) {
+  auto convert = [](at::Tensor tensor) {
+    if (tensor.dim() == 4) tensor.set_data(ChannelsLastIfImage(tensor));
+  };
+  for (const auto& parameter : module.parameters()) convert(parameter);
+  for (const auto& buffer : module.buffers()) convert(buffer);
+}
+
 }  // namespace
 
 Napi::Function ModuleWrap::Define(Napi::Env env) {
@@ -61,6 +75,7 @@ Napi::Function ModuleWrap::Define(Napi::Env env) {
                          InstanceAccessor<&ModuleWrap::Path>("path"),
                          InstanceAccessor<&ModuleWrap::Device>("device"),
                          InstanceAccessor<&ModuleWrap::Dtype>("dtype"),
+                         InstanceAccessor<&ModuleWrap::ChannelsLast>("channelsLast"),
                      });
 }
 
@@ -73,6 +88,7 @@ ModuleWrap::ModuleWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Module
   path_ = loaded.path;
   device_ = loaded.device;
   dtype_ = loaded.dtype;
+  channels_last_ = loaded.channels_last;
 }
 
 Napi::Value ModuleWrap::Load(const Napi::CallbackInfo& info) {
@@ -82,12 +98,19 @@ Napi::Value ModuleWrap::Load(const Napi::CallbackInfo& info) {
   c10::ScalarType dtype = c10::kFloat;
   DeviceDtypeArg(info, 1, device, dtype);
   if (!c10::isFloatingType(dtype)) ThrowType(env, "a module's dtype must be a floating type, not " + DtypeName(dtype));
-  auto work = [path, device, dtype] {
+  bool channels_last = false;
+  if (info[1].IsObject() && !info[1].As<Napi::Object>().Get("channelsLast").IsUndefined()) {
+    Napi::Value flag = info[1].As<Napi::Object>().Get("channelsLast");
+    if (!flag.IsBoolean()) ThrowType(env, "channelsLast must be true or false");
+    channels_last = flag.As<Napi::Boolean>().Value();
+  }
+  auto work = [path, device, dtype, channels_last] {
     c10::InferenceMode normal_tensors(false);  // parameters must stay ordinary tensors for set_data
     auto module = std::make_shared<torch::jit::Module>(torch::jit::load(path, device));
     ConvertFloatingTensors(*module, dtype);
+    if (channels_last) ConvertToChannelsLast(*module);
     module->eval();
-    return LoadedModule{module, path, device, dtype};
+    return LoadedModule{module, path, device, dtype, channels_last};
   };
   auto deliver = [](Napi::Env env, LoadedModule& loaded) -> Napi::Value {
     return AddonOf(env).module_class.New({Napi::External<LoadedModule>::New(env, &loaded)});
@@ -102,7 +125,12 @@ Napi::Value ModuleWrap::Forward(const Napi::CallbackInfo& info) {
   for (size_t i = 0; i < info.Length(); ++i) {
     inputs.emplace_back(TensorWrap::Extract(env, info[i], "forward argument " + std::to_string(i + 1)));
   }
-  auto work = [module = module_, inputs] { return module->forward(inputs); };
+  auto work = [module = module_, inputs, channels_last = channels_last_]() mutable {
+    if (channels_last) {
+      for (auto& input : inputs) input = ChannelsLastIfImage(input.toTensor());
+    }
+    return module->forward(inputs);
+  };
   return Schedule(env, device_, "forward of module '" + path_ + "'", work, OutputToJs);
 }
 
@@ -121,6 +149,10 @@ Napi::Value ModuleWrap::Device(const Napi::CallbackInfo& info) {
 
 Napi::Value ModuleWrap::Dtype(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), DtypeName(dtype_));
+}
+
+Napi::Value ModuleWrap::ChannelsLast(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), channels_last_);
 }
 
 }  // namespace easyinv

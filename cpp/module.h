@@ -22,11 +22,13 @@ class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
   Napi::Value Path(const Napi::CallbackInfo& info);
   Napi::Value Device(const Napi::CallbackInfo& info);
   Napi::Value Dtype(const Napi::CallbackInfo& info);
+  Napi::Value ChannelsLast(const Napi::CallbackInfo& info);
 
   std::shared_ptr<torch::jit::Module> module_;  // null once disposed; queued forwards hold their own reference
   std::string path_;
   c10::Device device_{c10::kCPU};
   c10::ScalarType dtype_ = c10::kFloat;
+  bool channels_last_ = false;  // 4-D weights and image inputs in NHWC order, as oneDNN and cuDNN prefer
 };
 
 }  // namespace easyinv

@@ -29,6 +29,8 @@ export interface BenchOptions {
   batchMethods?: MethodName[];
   /** Classifier-free guidance weight (1: none; otherwise every UNet call runs on the doubled batch). */
   guidance?: number;
+  /** Load the UNet and VAE in channels_last order (ModelOptions.channelsLast). */
+  channelsLast?: boolean;
   /** The Python interpreter with torch for the reference loop; undefined: look for python3, then skip. */
   python?: string;
 }
@@ -108,7 +110,7 @@ export async function bench(options: BenchOptions, onRow?: (row: BenchRow) => vo
   const rows: BenchRow[] = [];
   for (const dtype of options.dtypes) {
     const bundle = bundleFor(options.models, dtype);
-    const model = await loadModel(bundle, { device: options.device, dtype });
+    const model = await loadModel(bundle, { device: options.device, dtype, channelsLast: options.channelsLast });
     const { channels, size } = model.manifest.latent;
     const latents = async (batch: number) => addon.Tensor.randn([batch, channels, size, size], { seed: 0, device: model.device, dtype: model.dtype });
     const single = await latents(1);

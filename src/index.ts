@@ -1,6 +1,6 @@
 import { addon, tensorClass } from './native';
 
-export type { Capabilities, Device, DeviceCapabilities, Dtype, ModuleOutput, Placement, TypedData } from './native';
+export type { Capabilities, Device, DeviceCapabilities, Dtype, ModuleOptions, ModuleOutput, Placement, TypedData } from './native';
 export { Module, loadModule } from './module';
 export { Model, loadModel } from './model';
 export type { Condition, ModelOptions, PromptEncoding } from './model';

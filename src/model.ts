@@ -14,6 +14,8 @@ import { loadTokenizer, type ClipTokenizer } from './tokenizer';
 export interface ModelOptions {
   device?: string;
   dtype?: ModelDtype;
+  /** UNet and VAE in channels_last (NHWC) order, the layout oneDNN and cuDNN convolve fastest (same values). */
+  channelsLast?: boolean;
 }
 
 /**
@@ -82,7 +84,8 @@ export class Model {
         `(tools/export_sd.py --dtype ${dtype})`);
     }
     const { files } = manifest;
-    const load = (name?: string) => (name === undefined ? undefined : loadModule(path.join(dir, name), { device, dtype }));
+    const channelsLast = options.channelsLast ?? false;
+    const load = (name?: string) => (name === undefined ? undefined : loadModule(path.join(dir, name), { device, dtype, channelsLast }));
     const [unet, vaeEncoder, vaeDecoder, ...textEncoders] = await Promise.all([
       load(files.unet), load(files.vae_encoder), load(files.vae_decoder), load(files.text_encoder), load(files.text_encoder_2),
     ]).catch(async (error: Error) => {

@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 
 import { failure, typeError } from './errors';
-import { addon, type Device, type Dtype, type ModuleOutput, type Placement, type Tensor } from './native';
+import { addon, type Device, type Dtype, type ModuleOptions, type ModuleOutput, type Tensor } from './native';
 
 type NativeModule = Awaited<ReturnType<typeof addon.loadModule>>;
 
@@ -19,6 +19,10 @@ export class Module {
 
   get dtype(): Dtype {
     return this.native.dtype;
+  }
+
+  get channelsLast(): boolean {
+    return this.native.channelsLast;
   }
 
   get disposed(): boolean {
@@ -57,13 +61,13 @@ function explainForwardError(error: Error, module: NativeModule): Error {
 }
 
 /** Loads a TorchScript file (torch.jit.save) onto a device and converts its floating parameters to `dtype`. */
-export async function loadModule(path: string, placement: Placement = {}): Promise<Module> {
+export async function loadModule(path: string, options: ModuleOptions = {}): Promise<Module> {
   if (typeof path !== 'string' || path === '') typeError('loadModule needs the path of a TorchScript file');
   const stat = fs.statSync(path, { throwIfNoEntry: false });
   if (stat === undefined) throw failure(`TorchScript file not found: ${path}`);
   if (!stat.isFile()) throw failure(`not a file: ${path} (expected a TorchScript .pt file)`);
   try {
-    return new Module(await addon.loadModule(path, placement));
+    return new Module(await addon.loadModule(path, options));
   } catch (error) {
     throw explainLoadError(error as Error, path);
   }

@@ -6,6 +6,7 @@ export type {
   Device,
   DeviceCapabilities,
   Dtype,
+  ModuleOptions,
   ModuleOutput,
   Placement,
   RegularizeOptions,

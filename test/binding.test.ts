@@ -17,7 +17,7 @@ const tensorStatics: Record<Exclude<keyof TensorClass, 'prototype' | symbol>, tr
   fromArray: true, randn: true, weightedSum: true, cat: true,
 };
 const moduleMembers: Record<keyof NativeModule, true> = {
-  path: true, device: true, dtype: true, disposed: true, forward: true, dispose: true,
+  path: true, device: true, dtype: true, channelsLast: true, disposed: true, forward: true, dispose: true,
 };
 const addonExports: Record<keyof Addon, true> = {
   path: true, Tensor: true, Module: true, loadModule: true, capabilities: true, synchronize: true, emptyCache: true,

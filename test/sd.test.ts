@@ -39,6 +39,26 @@ describe.each([
     }
   });
 
+  test('channels_last (NHWC) weights and inputs give the same inversion and reconstruction', async () => {
+    const nhwc = await loadModel(path.join(weights, bundle), { channelsLast: true });
+    expect([nhwc.unet.channelsLast, model.unet.channelsLast]).toEqual([true, false]);
+    const z0 = await model.encodeImage(photo);
+    const z0Nhwc = await nhwc.encodeImage(photo);
+    expect(maxAbsDifference(await z0Nhwc.toArray(), await z0.toArray())).toBeLessThan(1e-4);
+    for (const method of ['ddim', 'easyinv'] as const) {
+      const plain = await invert(model, z0, { method, steps: 5, prompt: 'a cup of coffee', guidance: 3 });
+      const other = await invert(nhwc, z0, { method, steps: 5, prompt: 'a cup of coffee', guidance: 3 });
+      expect(maxAbsDifference(await other.latent.toArray(), await plain.latent.toArray())).toBeLessThan(1e-4);
+      const back = await reconstruct(nhwc, other.latent, { steps: 5 });
+      const backPlain = await reconstruct(model, plain.latent, { steps: 5 });
+      expect(maxAbsDifference(await back.toArray(), await backPlain.toArray())).toBeLessThan(1e-4);
+      [plain, other].forEach((r) => r.dispose());
+      [back, backPlain].forEach((t) => t.dispose());
+    }
+    nhwc.dispose();
+    await expect(loadModel(path.join(weights, bundle), { channelsLast: 'yes' as never })).rejects.toThrow(/channelsLast must be true or false/);
+  });
+
   test('prompts: the text encoders\' shapes, and different prompts give different conditions', async () => {
     const cat = await model.encodePrompt('a photo of a cat');
     const again = await model.encodePrompt('a photo of a cat');

@@ -14,6 +14,7 @@ export async function benchCommand(flags: Flags): Promise<void> {
     steps: number(flags, 'steps'),
     repeats: number(flags, 'repeats'),
     guidance: number(flags, 'guidance'),
+    channelsLast: flags['channels-last'],
     batches,
   }, flags.json || !process.stderr.isTTY ? undefined : (row) => process.stderr.write(`${row.method} ${row.dtype}: ${row.seconds.toFixed(4)} s\n`));
   report(flags, { rows, python }, `${benchTable(rows, batches)}\n\nPython loop: ${python ?? 'skipped (no python3 with torch)'}`);

@@ -33,6 +33,7 @@ export const flagSpec = {
   lpips: { type: 'string' },
   repeats: { type: 'string' },
   batches: { type: 'string' },
+  'channels-last': { type: 'boolean' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
@@ -107,7 +108,7 @@ export async function openModel(flags: Flags, dir: string): Promise<Model> {
   const terminal = !flags.json && process.stderr.isTTY;
   if (terminal) process.stderr.write(`loading ${dir} ...`);
   try {
-    return await loadModel(dir, { device: flags.device, dtype });
+    return await loadModel(dir, { device: flags.device, dtype, channelsLast: flags['channels-last'] });
   } finally {
     if (terminal) process.stderr.write('\r\x1b[K');
   }
