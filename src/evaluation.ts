@@ -13,14 +13,14 @@ export const stepsFor = (method: MethodName, steps: number): number => (method =
 /** A photo at the model's resolution in 8-bit values (what a quantised reconstruction is compared with) and its z0. */
 export async function encodePhoto(model: Model, file: ImageSource): Promise<{ reference: Tensor; z0: Tensor }> {
   const reference = await readImage(file, { size: model.resolution, device: model.device });
+  const scaled = await reference.affine(2, -1);
   try {
-    const scaled = await reference.affine(2, -1);
-    const z0 = await model.encodeImage(scaled);
-    scaled.dispose();
-    return { reference, z0 };
+    return { reference, z0: await model.encodeImage(scaled) };
   } catch (error) {
     reference.dispose();
     throw error;
+  } finally {
+    scaled.dispose();
   }
 }
 
@@ -58,8 +58,8 @@ export async function roundTrip(model: Model, z0: Tensor, reference: Tensor, met
   const peakMemoryBytes = addon.peakMemory(model.device);
   try {
     const started = performance.now();
+    // reconstruct() resolves with the device synchronised: the clock reads the work done
     const latent = await reconstruct(model, inverted.latent, { ...sampling, offsets: inverted.offsets, onProgress: options.onProgress?.('reconstruct') });
-    await addon.synchronize(model.device);
     const reconstructSeconds = (performance.now() - started) / 1000;
     const decoded = await model.decode(latent);
     latent.dispose();

@@ -9,6 +9,7 @@ import random
 from typing import Dict, List
 
 import numpy as np
+import torch
 from PIL import Image
 import skimage.data
 
@@ -118,3 +119,9 @@ if __name__ == "__main__":
         print(name, [l.shape[1:] for l in ls])
     for name, image in evaluation_images().items():
         print("eval", name, image.shape)
+
+
+def start_run(seed: int, threads: int) -> None:
+    """Every training script's start: its CPU threads, and the seeds of Python's, numpy's and torch's generators."""
+    torch.set_num_threads(threads)
+    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)

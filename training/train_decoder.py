@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from data import evaluation_images, pyramid, random_crops
+from data import evaluation_images, pyramid, random_crops, start_run
 from models import VaeDecoder, VaeEncoder
 from train_vae import evaluate
 
@@ -38,8 +38,7 @@ def main() -> None:
     parser.add_argument("--logs", default=os.path.join(HERE, "logs"))
     args = parser.parse_args()
 
-    torch.set_num_threads(args.threads)
-    random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
+    start_run(args.seed, args.threads)
     rng = random.Random(args.seed + 100)
     levels = pyramid()
     images = evaluation_images()

@@ -27,7 +27,7 @@ import time
 import numpy as np
 import torch
 
-from data import HELD_OUT, TRAIN, evaluation_images, psnr, random_views
+from data import HELD_OUT, TRAIN, evaluation_images, psnr, random_views, start_run
 from models import TextEncoder, UNet, VaeDecoder, VaeEncoder, count
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -109,8 +109,7 @@ def main() -> None:
     parser.add_argument("--logs", default=os.path.join(HERE, "logs"))
     args = parser.parse_args()
 
-    torch.set_num_threads(args.threads)
-    random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
+    start_run(args.seed, args.threads)
     vae = torch.load(args.vae)
     encoder, decoder = VaeEncoder().eval(), VaeDecoder().eval()
     encoder.load_state_dict(vae["encoder"]), decoder.load_state_dict(vae["decoder"])

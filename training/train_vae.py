@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from data import evaluation_images, psnr, pyramid, random_crops
+from data import evaluation_images, psnr, pyramid, random_crops, start_run
 from models import VaeDecoder, VaeEncoder, count
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -50,8 +50,7 @@ def main() -> None:
     parser.add_argument("--logs", default=os.path.join(HERE, "logs"))
     args = parser.parse_args()
 
-    torch.set_num_threads(args.threads)
-    random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
+    start_run(args.seed, args.threads)
     rng = random.Random(args.seed)
     levels = pyramid()
     images = evaluation_images()
