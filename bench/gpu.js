@@ -3,6 +3,8 @@
 // SDXL-base's architectures (bench/gpu/fullsize_unet.py; random weights cost what the real ones cost), then times them
 // with `easyinv bench`'s code, per model and dtype: the bare UNet forwards, one inversion per method, batches 4 and 16
 // for ddim and easyinv, peak device memory, and the same DDIM loop in Python PyTorch over the same TorchScript file.
+// Then the fast paths, each against Python with the same switches: cuDNN benchmark mode, CUDA graphs (Python:
+// torch.cuda graphs), TF32 (float32); and a check that the graphed inversion equals the eager one.
 // Writes benchmarks.md and bench-gpu.json to $OUT (else ./bench-gpu/) after every model, so that a run cut short keeps
 // what it measured; stops starting new models when EASYINV_BENCH_BUDGET seconds (default 420) have passed.
 // --dry-run: the same code on the CPU at small sizes (SD-V1-4's architecture at 8x8 latents, 2 steps), as CI runs it.
@@ -12,7 +14,7 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 
-const { capabilities } = require('../dist');
+const { capabilities, cudaSettings, invert, loadModel, Tensor } = require('../dist');
 const { bench, benchTable } = require('../dist/bench');
 
 const dryRun = process.argv.includes('--dry-run');
@@ -21,6 +23,15 @@ const out = process.env.OUT || path.join(process.cwd(), 'bench-gpu');
 const budgetSeconds = Number(process.env.EASYINV_BENCH_BUDGET || 420);
 const methods = ['ddim', 'easyinv', 'fixed-point', 'renoise', 'direct'];
 const batchMethods = ['ddim', 'easyinv'];
+const fast = ['ddim', 'easyinv'];
+// Each variant after the first times the fast methods only. CUDA graphs are captured after cuDNN's autotuning, as
+// PyTorch's recipe does; float32 adds TF32.
+const variants = (dtype, batches) => [
+  { name: 'eager', settings: {}, methods, batches },
+  { name: 'eager, cuDNN benchmark', settings: { cudnnBenchmark: true }, methods: fast, batches: [1] },
+  { name: 'CUDA graphs, cuDNN benchmark', settings: { cudnnBenchmark: true }, modelOptions: { cudaGraphs: true }, methods: fast, batches: batches.slice(0, 2) },
+  ...(dtype === 'float32' ? [{ name: 'CUDA graphs, cuDNN benchmark, TF32', settings: { cudnnBenchmark: true, matmulTf32: true, convolutionTf32: true }, modelOptions: { cudaGraphs: true }, methods: fast, batches: [1] }] : []),
+];
 // Most telling first: a run cut short by its budget keeps the float16 figures of both models.
 const plan = dryRun
   ? { device: 'cpu', steps: 2, runs: [{ family: 'sd1', latent: 8, dtype: 'float32', repeats: 1, batches: [1, 2] }] }
@@ -64,8 +75,9 @@ function markdown(report) {
     '',
     'Full-size UNets with random weights (bench/gpu/fullsize_unet.py), batch 1 traces; the bare UNet forwards are the ' +
       'floor of any loop; "vs Python" is our seconds over the same DDIM loop in Python PyTorch on the same TorchScript ' +
-      'file, measured in the same run (below 1: faster). fixed-point runs at N = 20. Eager execution, LibTorch\'s ' +
-      'default math settings (no CUDA graphs, no channels_last yet).',
+      'file, measured in the same run with the same switches (below 1: faster); with CUDA graphs the Python loop ' +
+      'replays a torch.cuda.CUDAGraph of its UNet call too. fixed-point runs at N = 20. "eager" is LibTorch\'s default ' +
+      'settings (TF32 for cuDNN convolutions only, no cuDNN benchmark).',
   ];
   for (const entry of report.models) {
     lines.push('', `## ${entry.family} ${entry.dtype}, latent ${entry.latent}x${entry.latent}`, '');
@@ -74,10 +86,36 @@ function markdown(report) {
       continue;
     }
     lines.push(`Traced in ${entry.traceSeconds.toFixed(1)} s; median of ${entry.repeats} runs after a warm-up. ` +
-      `Python loop: ${entry.python ? 'measured' : 'not run (no python with torch)'}.`, '');
-    lines.push(benchTable(entry.rows, entry.batches));
+      `Python loop: ${entry.python ? 'measured' : 'not run (no python with torch)'}.`);
+    if (entry.graphCheck) lines.push('', `CUDA graphs against eager, DDIM inversion, ${entry.graphCheck.steps} steps: max |difference| ` +
+      `${entry.graphCheck.maxDifference.toExponential(2)} (latents of max |value| ${entry.graphCheck.maxValue.toFixed(2)}).`);
+    for (const variant of entry.variants) {
+      lines.push('', `### ${variant.name}`, '');
+      lines.push(variant.error ? `Failed: ${variant.error}` : variant.rows.length ? benchTable(variant.rows, variant.batches) : 'Not run: the budget was spent.');
+    }
   }
   return `${lines.join('\n')}\n`;
+}
+
+// The same DDIM inversion with the UNet eager and replayed from CUDA graphs: they must agree to float rounding.
+async function graphCheck(dir, dtype) {
+  const steps = 10;
+  const results = [];
+  for (const cudaGraphs of [false, true]) {
+    const model = await loadModel(dir, { device: plan.device, dtype, cudaGraphs });
+    const { channels, size } = model.manifest.latent;
+    const z0 = await Tensor.randn([1, channels, size, size], { seed: 1, device: model.device, dtype });
+    const inverted = await invert(model, z0, { method: 'ddim', steps });
+    results.push(Array.from(await inverted.latent.toArray()));
+    inverted.dispose();
+    z0.dispose();
+    model.dispose();
+  }
+  const [eager, graphed] = results;
+  const maxDifference = eager.reduce((max, value, i) => Math.max(max, Math.abs(value - graphed[i])), 0);
+  const maxValue = eager.reduce((max, value) => Math.max(max, Math.abs(value)), 0);
+  log(`CUDA graphs against eager (${dtype}): max |difference| ${maxDifference.toExponential(2)}, max |value| ${maxValue.toFixed(2)}`);
+  return { steps, maxDifference, maxValue };
 }
 
 async function main() {
@@ -107,7 +145,7 @@ async function main() {
   try {
     for (const run of plan.runs) {
       const { family, latent, dtype, repeats, batches } = run;
-      const entry = { ...run, rows: [] };
+      const entry = { ...run, variants: [] };
       report.models.push(entry);
       if (!device.dtypes.includes(dtype)) entry.skipped = `LibTorch ${caps.libtorch} runs no ${dtype} convolution on ${device.device}`;
       else if (elapsed() > budgetSeconds) entry.skipped = `the ${budgetSeconds} s budget was spent`;
@@ -119,14 +157,32 @@ async function main() {
       const dir = path.join(scratch, `${family}-${dtype}`);
       log(`${family} ${dtype}: tracing at latent ${latent}`);
       entry.traceSeconds = trace(family, latent, dtype, dir);
-      const { python: used } = await bench({
-        models: [dir], dtypes: [dtype], methods, batchMethods, device: plan.device, steps: plan.steps, repeats, batches, python,
-      }, (row) => {
-        entry.rows.push(row);
+      const defaults = cudaSettings();
+      for (const variant of variants(dtype, batches)) {
+        if (variant.modelOptions?.cudaGraphs && plan.device === 'cpu') continue; // CUDA only
+        const timed = { name: variant.name, batches: variant.batches, rows: [] };
+        entry.variants.push(timed);
+        if (variant !== entry.variants[0] && elapsed() > budgetSeconds) continue;
+        cudaSettings({ ...defaults, ...variant.settings });
+        try {
+          const { python: used } = await bench({
+            models: [dir], dtypes: [dtype], methods: variant.methods, batchMethods, device: plan.device, steps: plan.steps,
+            repeats, batches: variant.batches, python, modelOptions: variant.modelOptions,
+          }, (row) => {
+            timed.rows.push(row);
+            save();
+            log(`${family} ${dtype} ${variant.name} ${row.method}: ${row.seconds.toFixed(4)} s, ${row.unetCalls} UNet calls`);
+          });
+          entry.python = used !== null;
+          if (variant.modelOptions?.cudaGraphs) entry.graphCheck = await graphCheck(dir, dtype);
+        } catch (error) {
+          timed.error = error.message; // the other variants still run
+          log(`${family} ${dtype} ${variant.name}: failed: ${error.message}`);
+        } finally {
+          cudaSettings(defaults);
+        }
         save();
-        log(`${family} ${dtype} ${row.method}: ${row.seconds.toFixed(4)} s, ${row.unetCalls} UNet calls`);
-      });
-      entry.python = used !== null;
+      }
       fs.rmSync(dir, { recursive: true, force: true });
       save();
     }

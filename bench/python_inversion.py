@@ -3,7 +3,9 @@
 files (the same UNet, schedule, steps and guidance), timed the same way (device synchronised, warm-up excluded).
 Usage: python_inversion.py BUNDLE --device cpu --dtype float32 --steps 50 --batch 1 --guidance 1 --repeats 5
   -> JSON on stdout with the median; with --serve, after a warm-up it prints {"ready": ...} and then times one
-  inversion per line read from stdin, so that easyinv bench can interleave its rounds with ours."""
+  inversion per line read from stdin, so that easyinv bench can interleave its rounds with ours.
+CUDA: --cuda-graphs replays the UNet call from a torch.cuda.CUDAGraph (the strongest plain-PyTorch loop);
+--matmul-tf32, --convolution-tf32, --cudnn-benchmark (0 or 1) set torch.backends as easyinv's cudaSettings are."""
 import argparse
 import json
 import os
@@ -12,6 +14,29 @@ import sys
 import time
 
 import torch
+
+
+def graphed(unet, shape, dtype, device, cond, extra):
+    """The UNet call as PyTorch's CUDA-graphs recipe makes it: warm-up on a side stream, capture once, then copy the
+    inputs into the static ones and replay. The output is overwritten by the next replay; the loop uses it first."""
+    latents = torch.zeros(shape, dtype=dtype, device=device)
+    timesteps = torch.zeros(shape[0], dtype=torch.int64, device=device)
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            unet(latents, timesteps, cond, *extra)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        output = unet(latents, timesteps, cond, *extra)
+
+    def replay(x, t, *_):
+        latents.copy_(x)
+        timesteps.copy_(t)
+        graph.replay()
+        return output
+    return replay
 
 
 def main() -> None:
@@ -24,7 +49,17 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--serve", action="store_true")
+    parser.add_argument("--cuda-graphs", action="store_true")
+    parser.add_argument("--matmul-tf32", type=int, choices=[0, 1])
+    parser.add_argument("--convolution-tf32", type=int, choices=[0, 1])
+    parser.add_argument("--cudnn-benchmark", type=int, choices=[0, 1])
     args = parser.parse_args()
+    if args.matmul_tf32 is not None:
+        torch.backends.cuda.matmul.allow_tf32 = bool(args.matmul_tf32)
+    if args.convolution_tf32 is not None:
+        torch.backends.cudnn.allow_tf32 = bool(args.convolution_tf32)
+    if args.cudnn_benchmark is not None:
+        torch.backends.cudnn.benchmark = bool(args.cudnn_benchmark)
     with open(os.path.join(args.bundle, "manifest.json")) as file:
         manifest = json.load(file)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
@@ -59,13 +94,14 @@ def main() -> None:
         cond = cond.repeat(rows, 1, 1)
         extra = [e.repeat(2, 1) for e in extra] if guided else extra
         z0 = torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(0)).to(device, dtype)
+        noise = unet if not args.cuda_graphs else graphed(unet, (rows, channels, size, size), dtype, device, cond, extra)
 
         def invert() -> torch.Tensor:
             z = z0
             for t in timesteps:
                 a_from, a_to = (alpha_bar[t - delta] if t - delta >= 0 else final), alpha_bar[t]
                 x = torch.cat([z, z]) if guided else z
-                eps = unet(x, torch.full((rows,), t, dtype=torch.int64, device=device), cond, *extra)
+                eps = noise(x, torch.full((rows,), t, dtype=torch.int64, device=device), cond, *extra)
                 if guided:
                     uncond, conditioned = eps.chunk(2)
                     eps = uncond + args.guidance * (conditioned - uncond)

@@ -59,6 +59,9 @@ export interface ModuleOptions extends Placement {
   /** Keep the 4-D weights, and put 4-D inputs, in NHWC (channels_last) order, the layout oneDNN and cuDNN convolve
    * fastest; the values are unchanged. */
   channelsLast?: boolean;
+  /** CUDA only: `denoise` captures the forward as a CUDA graph per input shape (after warm-up forwards) and replays
+   * it, launching the whole forward at once; `forward` stays eager. */
+  cudaGraphs?: boolean;
 }
 
 export type ModuleOutput = Tensor | number | boolean | string | null | ModuleOutput[] | { [key: string]: ModuleOutput };
@@ -69,8 +72,16 @@ export interface NativeModule {
   readonly dtype: Dtype;
   /** Whether its 4-D weights and image inputs are in NHWC order (loadModule's channelsLast). */
   readonly channelsLast: boolean;
+  /** Whether `denoise` replays CUDA graphs (loadModule's cudaGraphs). */
+  readonly cudaGraphs: boolean;
   readonly disposed: boolean;
   forward(...inputs: Tensor[]): Promise<ModuleOutput>;
+  /**
+   * A UNet's use in one diffusion step, as one job: forward(latents, timesteps, ...conditioning) on the doubled batch
+   * [latents; latents] when guidance != 1 (timesteps and conditioning then have 2B rows, [uncond; cond]), then
+   * eps = eps_u + guidance (eps_c - eps_u); with weights [a, b] it returns a latents + b eps instead of eps.
+   */
+  denoise(latents: Tensor, timesteps: Tensor, conditioning: Tensor[], guidance: number, weights?: [number, number]): Promise<Tensor>;
   dispose(): void;
 }
 
@@ -91,6 +102,16 @@ export interface Capabilities {
   devices: DeviceCapabilities[];
 }
 
+/** LibTorch's process-wide CUDA switches, as PyTorch's torch.backends flags of the same meaning. */
+export interface CudaSettings {
+  /** TF32 tensor cores for float32 matrix multiplications (torch.backends.cuda.matmul.allow_tf32). */
+  matmulTf32: boolean;
+  /** TF32 for float32 cuDNN convolutions (torch.backends.cudnn.allow_tf32). */
+  convolutionTf32: boolean;
+  /** cuDNN tries its algorithms once per input shape and keeps the fastest (torch.backends.cudnn.benchmark). */
+  cudnnBenchmark: boolean;
+}
+
 export interface Addon {
   /** The file the addon was loaded from. */
   readonly path: string;
@@ -102,6 +123,8 @@ export interface Addon {
   synchronize(device?: Device): Promise<void>;
   /** Returns cached, unused CUDA memory to the driver (nothing to do on the CPU). */
   emptyCache(): void;
+  /** Sets the given CUDA switches for the whole process and returns them all. */
+  cudaSettings(update?: Partial<CudaSettings>): CudaSettings;
   /** Tensor handles of this JS environment that are not disposed yet (a leak check). */
   liveTensors(): number;
   /** Peak bytes allocated on a CUDA device since the last resetPeakMemory; null on the CPU. */

@@ -143,6 +143,31 @@ Napi::Value ResetPeakMemory(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// LibTorch's process-wide CUDA switches (Python: torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+// and .benchmark): the fields given are set, and the settings are returned. They change no result on the CPU.
+Napi::Value CudaSettings(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& context = at::globalContext();
+  if (!info[0].IsUndefined()) {
+    if (!info[0].IsObject()) ThrowType(env, "cudaSettings takes { matmulTf32, convolutionTf32, cudnnBenchmark }");
+    auto update = info[0].As<Napi::Object>();
+    auto flag = [&](const char* name, auto set) {
+      Napi::Value value = update.Get(name);
+      if (value.IsUndefined()) return;
+      if (!value.IsBoolean()) ThrowType(env, std::string(name) + " must be true or false");
+      set(value.As<Napi::Boolean>().Value());
+    };
+    flag("matmulTf32", [&](bool on) { context.setAllowTF32CuBLAS(on); });
+    flag("convolutionTf32", [&](bool on) { context.setAllowTF32CuDNN(on); });
+    flag("cudnnBenchmark", [&](bool on) { context.setBenchmarkCuDNN(on); });
+  }
+  auto settings = Napi::Object::New(env);
+  settings.Set("matmulTf32", context.allowTF32CuBLAS());
+  settings.Set("convolutionTf32", context.allowTF32CuDNN());
+  settings.Set("cudnnBenchmark", context.benchmarkCuDNN());
+  return settings;
+}
+
 Napi::Value LiveTensors(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(AddonOf(info.Env()).live_tensors));
 }
@@ -168,6 +193,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("capabilities", Napi::Function::New(env, Capabilities, "capabilities"));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize, "synchronize"));
   exports.Set("emptyCache", Napi::Function::New(env, EmptyCache, "emptyCache"));
+  exports.Set("cudaSettings", Napi::Function::New(env, CudaSettings, "cudaSettings"));
   exports.Set("liveTensors", Napi::Function::New(env, LiveTensors, "liveTensors"));
   exports.Set("peakMemory", Napi::Function::New(env, PeakMemory, "peakMemory"));
   exports.Set("resetPeakMemory", Napi::Function::New(env, ResetPeakMemory, "resetPeakMemory"));

@@ -1,7 +1,11 @@
 #include "module.h"
 
-#include "convert.h"
+#include <array>
+#include <optional>
+
 #include "addon.h"
+#include "convert.h"
+#include "cuda_graphs.h"
 #include "queue.h"
 #include "tensor.h"
 
@@ -14,6 +18,7 @@ struct LoadedModule {
   c10::Device device;
   c10::ScalarType dtype;
   bool channels_last;
+  std::shared_ptr<CudaGraphs> graphs;
 };
 
 // NHWC order for what has image axes: the 4-D parameters, buffers and inputs. Values are unchanged; only strides.
@@ -46,6 +51,24 @@ Napi::Value OutputToJs(Napi::Env env, const c10::IValue& value) {
                                   ", which easyinv cannot pass to JS");
 }
 
+Napi::Value TensorValueOf(Napi::Env env, const at::Tensor& tensor) { return TensorWrap::Wrap(env, tensor); }
+
+std::string Described(const c10::IValue& value) {
+  if (value.isTensor()) return "a tensor of shape " + ShapeText(value.toTensor().sizes());
+  if (value.isTuple()) return "a tuple of " + std::to_string(value.toTupleRef().elements().size()) + " values";
+  if (value.isList()) return "a list of " + std::to_string(value.toListRef().size()) + " values";
+  return "a " + value.tagKind();
+}
+
+// An optional boolean field of the options object at `index`.
+bool FlagOption(const Napi::CallbackInfo& info, size_t index, const char* name) {
+  if (!info[index].IsObject()) return false;
+  Napi::Value flag = info[index].As<Napi::Object>().Get(name);
+  if (flag.IsUndefined()) return false;
+  if (!flag.IsBoolean()) ThrowType(info.Env(), std::string(name) + " must be true or false");
+  return flag.As<Napi::Boolean>().Value();
+}
+
 // As Python's nn.Module.to(dtype): C++'s Module::to(dtype) would also convert integer buffers (CLIP's int64
 // position_ids), which then fail as embedding indices.
 void ConvertFloatingTensors(torch::jit::Module& module, c10::ScalarType dtype) {
@@ -70,12 +93,14 @@ Napi::Function ModuleWrap::Define(Napi::Env env) {
   return DefineClass(env, "Module",
                      {
                          InstanceMethod<&ModuleWrap::Forward>("forward"),
+                         InstanceMethod<&ModuleWrap::Denoise>("denoise"),
                          InstanceMethod<&ModuleWrap::Dispose>("dispose"),
                          InstanceAccessor<&ModuleWrap::Disposed>("disposed"),
                          InstanceAccessor<&ModuleWrap::Path>("path"),
                          InstanceAccessor<&ModuleWrap::Device>("device"),
                          InstanceAccessor<&ModuleWrap::Dtype>("dtype"),
                          InstanceAccessor<&ModuleWrap::ChannelsLast>("channelsLast"),
+                         InstanceAccessor<&ModuleWrap::CudaGraphsEnabled>("cudaGraphs"),
                      });
 }
 
@@ -89,6 +114,7 @@ ModuleWrap::ModuleWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Module
   device_ = loaded.device;
   dtype_ = loaded.dtype;
   channels_last_ = loaded.channels_last;
+  graphs_ = loaded.graphs;
 }
 
 Napi::Value ModuleWrap::Load(const Napi::CallbackInfo& info) {
@@ -98,19 +124,18 @@ Napi::Value ModuleWrap::Load(const Napi::CallbackInfo& info) {
   c10::ScalarType dtype = c10::kFloat;
   DeviceDtypeArg(info, 1, device, dtype);
   if (!c10::isFloatingType(dtype)) ThrowType(env, "a module's dtype must be a floating type, not " + DtypeName(dtype));
-  bool channels_last = false;
-  if (info[1].IsObject() && !info[1].As<Napi::Object>().Get("channelsLast").IsUndefined()) {
-    Napi::Value flag = info[1].As<Napi::Object>().Get("channelsLast");
-    if (!flag.IsBoolean()) ThrowType(env, "channelsLast must be true or false");
-    channels_last = flag.As<Napi::Boolean>().Value();
+  const bool channels_last = FlagOption(info, 1, "channelsLast");
+  const bool cuda_graphs = FlagOption(info, 1, "cudaGraphs");
+  if (cuda_graphs && !device.is_cuda()) {
+    throw Napi::RangeError::New(env, "easyinv: cudaGraphs needs a CUDA device, not " + DeviceName(device));
   }
-  auto work = [path, device, dtype, channels_last] {
+  auto work = [path, device, dtype, channels_last, cuda_graphs] {
     c10::InferenceMode normal_tensors(false);  // parameters must stay ordinary tensors for set_data
     auto module = std::make_shared<torch::jit::Module>(torch::jit::load(path, device));
     ConvertFloatingTensors(*module, dtype);
     if (channels_last) ConvertToChannelsLast(*module);
     module->eval();
-    return LoadedModule{module, path, device, dtype, channels_last};
+    return LoadedModule{module, path, device, dtype, channels_last, cuda_graphs ? MakeCudaGraphs() : nullptr};
   };
   auto deliver = [](Napi::Env env, LoadedModule& loaded) -> Napi::Value {
     return AddonOf(env).module_class.New({Napi::External<LoadedModule>::New(env, &loaded)});
@@ -134,6 +159,59 @@ Napi::Value ModuleWrap::Forward(const Napi::CallbackInfo& info) {
   return Schedule(env, device_, "forward of module '" + path_ + "'", work, OutputToJs);
 }
 
+// One diffusion step's use of the UNet as one job: the forward (on the doubled batch [uncond; cond] when guidance
+// != 1), the guidance combination eps_u + w (eps_c - eps_u), and, given weights [a, b], the step a z + b eps. No
+// handoff to JS between them, and with cudaGraphs the forward is a graph replay.
+Napi::Value ModuleWrap::Denoise(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!module_) throw Napi::Error::New(env, "easyinv: module '" + path_ + "' has been disposed");
+  at::Tensor latents = TensorWrap::Extract(env, info[0], "latents");
+  at::Tensor timesteps = TensorWrap::Extract(env, info[1], "timesteps");
+  if (!info[2].IsArray()) ThrowType(env, "conditioning must be an array of Tensors");
+  std::vector<at::Tensor> conditioning;
+  auto list = info[2].As<Napi::Array>();
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    conditioning.push_back(TensorWrap::Extract(env, list.Get(i), "conditioning[" + std::to_string(i) + "]"));
+  }
+  const double guidance = NumberArg(info, 3, "guidance");
+  std::optional<std::array<double, 2>> weights;
+  if (!info[4].IsUndefined()) {
+    const char* expected = "weights must be [a, b], the step a latents + b eps";
+    if (!info[4].IsArray()) ThrowType(env, expected);
+    auto pair = info[4].As<Napi::Array>();
+    if (pair.Length() != 2 || !pair.Get(0u).IsNumber() || !pair.Get(1u).IsNumber()) ThrowType(env, expected);
+    weights = {pair.Get(0u).As<Napi::Number>().DoubleValue(), pair.Get(1u).As<Napi::Number>().DoubleValue()};
+  }
+  const int64_t rows = latents.dim() > 0 ? latents.size(0) * (guidance == 1 ? 1 : 2) : 0;
+  if (latents.dim() == 0 || timesteps.dim() != 1 || timesteps.size(0) != rows) {
+    throw Napi::RangeError::New(env, "easyinv: denoise needs latents [B, ...] and timesteps [" +
+                                         std::string(guidance == 1 ? "B" : "2B") + "] (" + std::to_string(rows) +
+                                         " rows), not " + ShapeText(latents.sizes()) + " and " +
+                                         ShapeText(timesteps.sizes()));
+  }
+  auto work = [module = module_, graphs = graphs_, latents, timesteps, conditioning, guidance, weights,
+               channels_last = channels_last_] {
+    at::Tensor sample = guidance == 1 ? latents : at::cat({latents, latents});
+    std::vector<at::Tensor> inputs = {channels_last ? ChannelsLastIfImage(sample) : sample, timesteps};
+    inputs.insert(inputs.end(), conditioning.begin(), conditioning.end());
+    const c10::IValue output = graphs ? ReplayForward(*graphs, *module, inputs)
+                                      : module->forward(std::vector<c10::IValue>(inputs.begin(), inputs.end()));
+    // A wrong output must not reach the step: a [B, 1, h, w] one would broadcast.
+    const bool noise_shaped = output.isTensor() && output.toTensor().sizes() == sample.sizes();
+    TORCH_CHECK(noise_shaped, "the UNet returned ", Described(output), "; a noise prediction is one tensor of the "
+                "latents' shape ", ShapeText(sample.sizes()), " (export with tools/export_sd.py, which unwraps "
+                "diffusers' outputs)");
+    at::Tensor eps = output.toTensor();
+    if (guidance != 1) {
+      const auto halves = eps.chunk(2);
+      eps = WeightedSum({halves[0], halves[1]}, {1 - guidance, guidance});
+    }
+    if (weights) return WeightedSum({latents, eps}, {(*weights)[0], (*weights)[1]});
+    return graphs && guidance == 1 ? eps.clone() : eps;  // a graph's output is overwritten by its next replay
+  };
+  return Schedule(env, device_, "noise prediction of module '" + path_ + "'", work, TensorValueOf);
+}
+
 Napi::Value ModuleWrap::Dispose(const Napi::CallbackInfo& info) {
   module_.reset();
   return info.Env().Undefined();
@@ -153,6 +231,10 @@ Napi::Value ModuleWrap::Dtype(const Napi::CallbackInfo& info) {
 
 Napi::Value ModuleWrap::ChannelsLast(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), channels_last_);
+}
+
+Napi::Value ModuleWrap::CudaGraphsEnabled(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), graphs_ != nullptr);
 }
 
 }  // namespace easyinv

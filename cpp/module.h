@@ -6,6 +6,8 @@
 
 #include <memory>
 
+#include "cuda_graphs.h"
+
 namespace easyinv {
 
 class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
@@ -17,18 +19,21 @@ class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
 
  private:
   Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value Denoise(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value Disposed(const Napi::CallbackInfo& info);
   Napi::Value Path(const Napi::CallbackInfo& info);
   Napi::Value Device(const Napi::CallbackInfo& info);
   Napi::Value Dtype(const Napi::CallbackInfo& info);
   Napi::Value ChannelsLast(const Napi::CallbackInfo& info);
+  Napi::Value CudaGraphsEnabled(const Napi::CallbackInfo& info);
 
   std::shared_ptr<torch::jit::Module> module_;  // null once disposed; queued forwards hold their own reference
   std::string path_;
   c10::Device device_{c10::kCPU};
   c10::ScalarType dtype_ = c10::kFloat;
   bool channels_last_ = false;  // 4-D weights and image inputs in NHWC order, as oneDNN and cuDNN prefer
+  std::shared_ptr<CudaGraphs> graphs_;  // set when loaded with cudaGraphs: denoise replays captured forwards
 };
 
 }  // namespace easyinv

@@ -1,6 +1,7 @@
 #include "queue.h"
 
-#include <c10/core/DeviceGuard.h>
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include <atomic>
 #include <chrono>
@@ -23,6 +24,8 @@ class DeviceQueue {
     return *queue;
   }
 
+  const std::optional<c10::Stream>& stream() const { return stream_; }
+
   void Push(Job* job) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -33,14 +36,17 @@ class DeviceQueue {
   }
 
  private:
+  // A stream of its own (not CUDA's legacy default stream, which synchronises with every other stream and on
+  // which no graph can be captured), made once per device.
   explicit DeviceQueue(const c10::Device& device) {
-    std::thread([this, device] { Loop(device); }).detach();
+    if (!device.is_cpu()) stream_ = c10::impl::getDeviceGuardImpl(device.type())->getStreamFromGlobalPool(device);
+    std::thread([this] { Loop(); }).detach();
   }
 
-  void Loop(c10::Device device) {
+  void Loop() {
     c10::InferenceMode inference;
-    std::optional<c10::DeviceGuard> guard;
-    if (!device.is_cpu()) guard.emplace(device);
+    std::optional<c10::StreamGuard> guard;
+    if (stream_) guard.emplace(*stream_);
     for (;;) {
       // JS usually submits the next step within microseconds of the last result; waiting briefly for it awake
       // saves the cost of a thread wake-up on every call.
@@ -65,9 +71,12 @@ class DeviceQueue {
   std::condition_variable ready_;
   std::deque<Job*> jobs_;
   std::atomic<size_t> queued_{0};
+  std::optional<c10::Stream> stream_;
 };
 
 }  // namespace
+
+std::optional<c10::Stream> DeviceStream(const c10::Device& device) { return DeviceQueue::For(device).stream(); }
 
 EnvState::EnvState(Napi::Env env)
     : env_(env), completions_(Completions::New(env, "easyinv", 0, 1, this)) {
@@ -75,9 +84,10 @@ EnvState::EnvState(Napi::Env env)
 }
 
 void EnvState::Submit(const c10::Device& device, Job* job) {
+  DeviceQueue& queue = DeviceQueue::For(device);  // may throw (no stream for the device) before anything is counted
   job->owner_ = shared_from_this();
   if (in_flight_++ == 0) completions_.Ref(env_);
-  DeviceQueue::For(device).Push(job);
+  queue.Push(job);
 }
 
 void EnvState::Finished() {

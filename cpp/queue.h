@@ -58,6 +58,10 @@ class Job {
   friend class EnvState;
 };
 
+// The stream every job of `device` runs on (none on the CPU). Work queued from another thread on this stream stays
+// in order with the device's jobs.
+std::optional<c10::Stream> DeviceStream(const c10::Device& device);
+
 // The completion channel of the JS environment `env` (kept with the addon's per-environment state, addon.h).
 EnvState& EnvStateOf(Napi::Env env);
 
@@ -79,9 +83,10 @@ Napi::Promise Schedule(Napi::Env env, const c10::Device& device, std::string wha
     Deliver deliver_;
     std::optional<Value> value_;
   };
-  auto* job = new Task(env, std::move(what), std::move(work), std::move(deliver));
+  auto job = std::make_unique<Task>(env, std::move(what), std::move(work), std::move(deliver));
   Napi::Promise promise = job->Promise();
-  EnvStateOf(env).Submit(device, job);
+  EnvStateOf(env).Submit(device, job.get());
+  job.release();  // the device thread owns it now
   return promise;
 }
 

@@ -1,6 +1,7 @@
 #include "tensor.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/StreamGuard.h>
 
 #include <cstring>
 
@@ -99,6 +100,18 @@ at::Tensor TensorFromData(Napi::Env env, const Napi::Value& data, const std::vec
 
 }  // namespace
 
+at::Tensor WeightedSum(const std::vector<at::Tensor>& tensors, const std::vector<double>& weights) {
+  for (size_t i = 1; i < tensors.size(); ++i) {  // add_ would broadcast [1, 3] into [2, 3] without a word
+    TORCH_CHECK(tensors[i].sizes() == tensors[0].sizes(), "the tensors must have one size: tensors[", i, "] has size ",
+                ShapeText(tensors[i].sizes()), ", tensors[0] ", ShapeText(tensors[0].sizes()));
+  }
+  at::ScalarType type = tensors[0].scalar_type();
+  for (const auto& tensor : tensors) type = at::promote_types(type, tensor.scalar_type());
+  at::Tensor sum = tensors[0].to(type) * weights[0];
+  for (size_t i = 1; i < tensors.size(); ++i) sum.add_(tensors[i], weights[i]);
+  return sum;
+}
+
 Napi::Function TensorWrap::Define(Napi::Env env) {
   return DefineClass(env, "Tensor",
                      {
@@ -169,7 +182,9 @@ Napi::Value TensorWrap::FromArray(const Napi::CallbackInfo& info) {
   try {
     if (device.is_cpu()) return Wrap(env, host.to(dtype));
     // A copy from pageable memory would wait for every kernel queued on the device, on the JS thread. From pinned
-    // memory it is queued behind them instead, and LibTorch's pinned allocator keeps the buffer until it is done.
+    // memory it is queued behind them instead, on the device thread's stream, and LibTorch's pinned allocator keeps
+    // the buffer until it is done.
+    c10::StreamGuard on_device_stream(*DeviceStream(device));
     return Wrap(env, host.to(dtype).pin_memory().to(device, dtype, /*non_blocking=*/true));
   } catch (const c10::Error& e) {
     throw Napi::Error::New(env, std::string("easyinv: Tensor.fromArray failed: ") + e.what_without_backtrace());
@@ -206,17 +221,7 @@ Napi::Value TensorWrap::WeightedSum(const Napi::CallbackInfo& info) {
     if (!array.Get(i).IsNumber()) ThrowType(env, "weights must be an array of numbers, one per tensor");
     weights.push_back(array.Get(i).As<Napi::Number>().DoubleValue());
   }
-  auto work = [tensors, weights] {
-    for (size_t i = 1; i < tensors.size(); ++i) {  // add_ would broadcast [1, 3] into [2, 3] without a word
-      TORCH_CHECK(tensors[i].sizes() == tensors[0].sizes(), "the tensors must have one size: tensors[", i, "] has size ",
-                  ShapeText(tensors[i].sizes()), ", tensors[0] ", ShapeText(tensors[0].sizes()));
-    }
-    at::ScalarType type = tensors[0].scalar_type();
-    for (const auto& tensor : tensors) type = at::promote_types(type, tensor.scalar_type());
-    at::Tensor sum = tensors[0].to(type) * weights[0];
-    for (size_t i = 1; i < tensors.size(); ++i) sum.add_(tensors[i], weights[i]);
-    return sum;
-  };
+  auto work = [tensors, weights] { return easyinv::WeightedSum(tensors, weights); };
   return Schedule(env, tensors[0].device(), "Tensor.weightedSum", work, TensorValue);
 }
 

@@ -7,6 +7,9 @@
 
 namespace easyinv {
 
+// sum_i weights[i] tensors[i], in the widest of their dtypes; the tensors must have one shape.
+at::Tensor WeightedSum(const std::vector<at::Tensor>& tensors, const std::vector<double>& weights);
+
 class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
  public:
   static Napi::Function Define(Napi::Env env);

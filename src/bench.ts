@@ -12,7 +12,7 @@ import { failure, rangeError } from './errors';
 import { stepsFor } from './evaluation';
 import { invert, type MethodName } from './inversion';
 import type { ModelDtype } from './manifest';
-import { loadModel, type Model } from './model';
+import { loadModel, type Model, type ModelOptions } from './model';
 import { addon, disposeAll, type Tensor } from './native';
 import { median } from './statistics';
 
@@ -29,8 +29,8 @@ export interface BenchOptions {
   batchMethods?: MethodName[];
   /** Classifier-free guidance weight (1: none; otherwise every UNet call runs on the doubled batch). */
   guidance?: number;
-  /** Load the UNet and VAE in channels_last order (ModelOptions.channelsLast). */
-  channelsLast?: boolean;
+  /** How the models load: channels_last order, CUDA graphs (ModelOptions). */
+  modelOptions?: Pick<ModelOptions, 'channelsLast' | 'cudaGraphs'>;
   /** The Python interpreter with torch for the reference loop; undefined: look for python3, then skip. */
   python?: string;
 }
@@ -79,11 +79,19 @@ function findPython(preferred?: string): string | undefined {
   return candidates.find((python) => spawnSync(python, ['-c', 'import torch']).status === 0);
 }
 
-/** The Python loop as a process that times one inversion each time it is asked, after its own warm-up. */
-async function pythonLoop(python: string, bundle: string, dtype: ModelDtype, device: string, steps: number, guidance: number) {
+/**
+ * The Python loop as a process that times one inversion each time it is asked, after its own warm-up; on CUDA with
+ * our switches (TF32, cuDNN benchmark) and, when our UNet replays CUDA graphs, with torch.cuda graphs too.
+ */
+async function pythonLoop(python: string, bundle: string, model: Model, steps: number, guidance: number) {
   const script = path.join(__dirname, '..', 'bench', 'python_inversion.py');
-  const child: ChildProcessWithoutNullStreams = spawn(python, [script, bundle, '--device', device.startsWith('cuda') ? device : 'cpu',
-    '--dtype', dtype, '--steps', String(steps), '--guidance', String(guidance), '--serve']);
+  const cuda = model.device.startsWith('cuda');
+  const { matmulTf32, convolutionTf32, cudnnBenchmark } = addon.cudaSettings();
+  const switches = cuda ? ['--matmul-tf32', matmulTf32, '--convolution-tf32', convolutionTf32, '--cudnn-benchmark', cudnnBenchmark]
+    .map((value) => (typeof value === 'boolean' ? String(Number(value)) : value)) : [];
+  const child: ChildProcessWithoutNullStreams = spawn(python, [script, bundle, '--device', cuda ? model.device : 'cpu',
+    '--dtype', model.dtype, '--steps', String(steps), '--guidance', String(guidance), '--serve', ...switches,
+    ...(model.unet.cudaGraphs ? ['--cuda-graphs'] : [])]);
   let stderr = '';
   child.stderr.on('data', (chunk) => (stderr += chunk));
   const lines = readline.createInterface({ input: child.stdout })[Symbol.asyncIterator]();
@@ -110,11 +118,11 @@ export async function bench(options: BenchOptions, onRow?: (row: BenchRow) => vo
   const rows: BenchRow[] = [];
   for (const dtype of options.dtypes) {
     const bundle = bundleFor(options.models, dtype);
-    const model = await loadModel(bundle, { device: options.device, dtype, channelsLast: options.channelsLast });
+    const model = await loadModel(bundle, { ...options.modelOptions, device: options.device, dtype });
     const { channels, size } = model.manifest.latent;
     const latents = async (batch: number) => addon.Tensor.randn([batch, channels, size, size], { seed: 0, device: model.device, dtype: model.dtype });
     const single = await latents(1);
-    const reference = python ? await pythonLoop(python, bundle, dtype, model.device, steps, guidance) : undefined;
+    const reference = python ? await pythonLoop(python, bundle, model, steps, guidance) : undefined;
     const timed = options.methods.map((method) => ({ method, steps: stepsFor(method, steps), seconds: [] as number[], unetCalls: 0, peak: null as number | null }));
     const bare: number[] = [];
     const pythonSeconds: number[] = [];

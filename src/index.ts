@@ -1,6 +1,6 @@
-import { addon, tensorClass } from './native';
+import { addon, tensorClass, type CudaSettings } from './native';
 
-export type { Capabilities, Device, DeviceCapabilities, Dtype, ModuleOptions, ModuleOutput, Placement, TypedData } from './native';
+export type { Capabilities, CudaSettings, Device, DeviceCapabilities, Dtype, ModuleOptions, ModuleOutput, Placement, TypedData } from './native';
 export { Module, loadModule } from './module';
 export { Model, loadModel } from './model';
 export type { Condition, ModelOptions, PromptEncoding } from './model';
@@ -26,5 +26,10 @@ export const capabilities = () => addon.capabilities();
 export const synchronize = (device: string = 'cpu') => addon.synchronize(device);
 /** Returns cached, unused CUDA memory to the driver. */
 export const emptyCache = () => addon.emptyCache();
+/**
+ * LibTorch's process-wide CUDA switches (TF32 matmuls and convolutions, cuDNN benchmark mode): sets those given,
+ * returns all. They take effect for the work queued after the call.
+ */
+export const cudaSettings = (update?: Partial<CudaSettings>) => addon.cudaSettings(update);
 /** Tensor handles not yet disposed in this JS environment: a leak check. */
 export const liveTensors = () => addon.liveTensors();

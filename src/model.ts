@@ -7,7 +7,7 @@ import { failure, rangeError, typeError } from './errors';
 import { readImage, type Fit, type ImageSource } from './image';
 import { bundleError, compareVersions, readManifest, writerVersion, type Family, type Manifest, type ModelDtype } from './manifest';
 import { loadModule, Module } from './module';
-import { addon, disposeAll, isTensor, type ModuleOutput, type Tensor } from './native';
+import { addon, disposeAll, isTensor, type Tensor } from './native';
 import type { SchedulerConfig } from './schedule';
 import { loadTokenizer, type ClipTokenizer } from './tokenizer';
 
@@ -16,6 +16,9 @@ export interface ModelOptions {
   dtype?: ModelDtype;
   /** UNet and VAE in channels_last (NHWC) order, the layout oneDNN and cuDNN convolve fastest (same values). */
   channelsLast?: boolean;
+  /** CUDA: the UNet's steps replay a CUDA graph captured per batch shape instead of launching each kernel (same
+   * values within float rounding; the first step of each shape captures). */
+  cudaGraphs?: boolean;
 }
 
 /**
@@ -85,9 +88,10 @@ export class Model {
     }
     const { files } = manifest;
     const channelsLast = options.channelsLast ?? false;
-    const load = (name?: string) => (name === undefined ? undefined : loadModule(path.join(dir, name), { device, dtype, channelsLast }));
+    const load = (name?: string, cudaGraphs?: boolean) =>
+      (name === undefined ? undefined : loadModule(path.join(dir, name), { device, dtype, channelsLast, cudaGraphs }));
     const [unet, vaeEncoder, vaeDecoder, ...textEncoders] = await Promise.all([
-      load(files.unet), load(files.vae_encoder), load(files.vae_decoder), load(files.text_encoder), load(files.text_encoder_2),
+      load(files.unet, options.cudaGraphs), load(files.vae_encoder), load(files.vae_decoder), load(files.text_encoder), load(files.text_encoder_2),
     ]).catch(async (error: Error) => {
       throw await explainWriterVersion(dir, manifest, error);
     });
@@ -208,37 +212,27 @@ export class Model {
    * doubled batch [uncond; cond] and eps = eps_u + w (eps_c - eps_u).
    */
   async predictNoise(latents: Tensor, timestep: number, condition: Condition): Promise<Tensor> {
-    if (condition.guidance === 1) return this.unetCall(latents, timestep, condition);
-    const batch = latents.shape[0];
-    const doubled = await addon.Tensor.cat([latents, latents]);
-    const both = await this.unetCall(doubled, timestep, condition);
-    const [uncond, cond] = await both.split([batch, batch]);
-    const eps = await addon.Tensor.weightedSum([uncond, cond], [1 - condition.guidance, condition.guidance]);
-    disposeAll([doubled, both, uncond, cond]);
-    return eps;
+    const timesteps = this.timesteps(timestep, latents.shape[0], condition);
+    try {
+      return await this.denoise(latents, timesteps, condition);
+    } finally {
+      timesteps.dispose(); // the queued job keeps its own reference
+    }
   }
 
-  private async unetCall(latents: Tensor, timestep: number, condition: Condition): Promise<Tensor> {
-    const batch = latents.shape[0];
-    const timesteps = addon.Tensor.fromArray(new BigInt64Array(batch).fill(BigInt(timestep)), [batch], {
-      device: this.device,
-    });
+  /** `timestep` on the device, once per row of the UNet's batch for `batch` latents (2 batch with guidance). */
+  timesteps(timestep: number, batch: number, condition: Condition): Tensor {
+    const rows = condition.guidance === 1 ? batch : 2 * batch;
+    return addon.Tensor.fromArray(new BigInt64Array(rows).fill(BigInt(timestep)), [rows], { device: this.device });
+  }
+
+  /**
+   * predictNoise with the timesteps already on the device; given `weights` [a, b] it returns a latents + b eps
+   * instead of eps (a DDIM-type step), all in one native job.
+   */
+  denoise(latents: Tensor, timesteps: Tensor, condition: Condition, weights?: [number, number]): Promise<Tensor> {
     const added = condition.textEmbeds && condition.timeIds ? [condition.textEmbeds, condition.timeIds] : [];
-    const eps = this.unet.forward(latents, timesteps, condition.states, ...added);
-    timesteps.dispose(); // the queued forward keeps its own reference
-    return this.checkNoise(await eps, latents);
-  }
-
-  // A wrong output must not reach the step: a tuple has no tensor methods, and a [B, 1, h, w] one would broadcast.
-  private checkNoise(output: ModuleOutput, latents: Tensor): Tensor {
-    const same = isTensor(output) && output.shape.length === latents.shape.length &&
-      output.shape.every((size, i) => size === latents.shape[i]);
-    if (same) return output as Tensor;
-    const what = isTensor(output) ? `a tensor of shape [${output.shape.join(', ')}]`
-      : Array.isArray(output) ? `an array of ${output.length} values` : `a ${typeof output}`;
-    disposeAll(output);
-    throw failure(`the UNet of ${this.dir} returned ${what}; a noise prediction is one tensor of the ` +
-      `latents' shape [${latents.shape.join(', ')}] (export with tools/export_sd.py, which unwraps diffusers' outputs)`);
+    return this.unet.denoise(latents, timesteps, [condition.states, ...added], condition.guidance, weights);
   }
 
   dispose(): void {

@@ -25,6 +25,10 @@ export class Module {
     return this.native.channelsLast;
   }
 
+  get cudaGraphs(): boolean {
+    return this.native.cudaGraphs;
+  }
+
   get disposed(): boolean {
     return this.native.disposed;
   }
@@ -32,6 +36,15 @@ export class Module {
   async forward(...inputs: Tensor[]): Promise<ModuleOutput> {
     try {
       return await this.native.forward(...inputs);
+    } catch (error) {
+      throw explainForwardError(error as Error, this.native);
+    }
+  }
+
+  /** A UNet's part of one diffusion step in one job: guidance, and the step's combination when given (NativeModule). */
+  async denoise(latents: Tensor, timesteps: Tensor, conditioning: Tensor[], guidance: number, weights?: [number, number]): Promise<Tensor> {
+    try {
+      return await this.native.denoise(latents, timesteps, conditioning, guidance, weights);
     } catch (error) {
       throw explainForwardError(error as Error, this.native);
     }

@@ -3,6 +3,7 @@ import { loadAddon, type Addon, type TensorClass } from '../binding';
 
 export type {
   Capabilities,
+  CudaSettings,
   Device,
   DeviceCapabilities,
   Dtype,

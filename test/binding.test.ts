@@ -17,11 +17,12 @@ const tensorStatics: Record<Exclude<keyof TensorClass, 'prototype' | symbol>, tr
   fromArray: true, randn: true, weightedSum: true, cat: true,
 };
 const moduleMembers: Record<keyof NativeModule, true> = {
-  path: true, device: true, dtype: true, channelsLast: true, disposed: true, forward: true, dispose: true,
+  path: true, device: true, dtype: true, channelsLast: true, cudaGraphs: true, disposed: true, forward: true,
+  denoise: true, dispose: true,
 };
 const addonExports: Record<keyof Addon, true> = {
   path: true, Tensor: true, Module: true, loadModule: true, capabilities: true, synchronize: true, emptyCache: true,
-  liveTensors: true, regularizeNoise: true, psnr: true, ssim: true, peakMemory: true, resetPeakMemory: true,
+  cudaSettings: true, liveTensors: true, regularizeNoise: true, psnr: true, ssim: true, peakMemory: true, resetPeakMemory: true,
 };
 
 const ownNames = (object: object) => Object.getOwnPropertyNames(object).filter((name) => name !== 'constructor');

@@ -85,7 +85,7 @@ describe('bad bundles', () => {
   });
 
   test.each([
-    ['tuple_unet.pt', /returned an array of 2 values; a noise prediction is one tensor of the latents' shape \[1, 4, 32, 32\]/],
+    ['tuple_unet.pt', /returned a tuple of 2 values; a noise prediction is one tensor of the latents' shape \[1, 4, 32, 32\]/],
     ['one_channel_unet.pt', /returned a tensor of shape \[1, 1, 32, 32\]; a noise prediction is one tensor of the latents' shape \[1, 4, 32, 32\]/],
   ])('a UNet whose output is not one noise tensor (%s) is a clear error, and nothing leaks', async (unet, message) => {
     const dir = bundleCopy('test-sd1', (m) => (m.files.unet = unet));

@@ -107,7 +107,7 @@ describe('inversion behaviour', () => {
     [{ method: 'renoise', steps: 10, iterations: 2, ...noRegularization }, 30],
     [{ method: 'renoise', steps: 10, iterations: 2 }, 40],
   ] as [InvertOptions, number][])('%j reports the UNet calls it really made', async (options, calls) => {
-    const spy = jest.spyOn(model.unet, 'forward');
+    const spy = jest.spyOn(model.unet, 'denoise');
     const inverted = await invert(model, z0, options);
     expect(inverted.unetCalls).toBe(spy.mock.calls.length);
     expect(inverted.unetCalls).toBe(calls);
@@ -115,16 +115,16 @@ describe('inversion behaviour', () => {
   });
 
   test('guidance 7.5 makes one batched UNet call per step on [uncond; cond]', async () => {
-    const forward = model.unet.forward.bind(model.unet);
+    const denoise = model.unet.denoise.bind(model.unet);
     const shapes: number[][][] = [];
-    const spy = jest.spyOn(model.unet, 'forward').mockImplementation((...inputs) => {
-      shapes.push(inputs.map((input) => input.shape));
-      return forward(...inputs);
+    const spy = jest.spyOn(model.unet, 'denoise').mockImplementation((latents, timesteps, conditioning, guidance, weights) => {
+      shapes.push([latents, timesteps, ...conditioning].map((input) => input.shape));
+      return denoise(latents, timesteps, conditioning, guidance, weights);
     });
     const guided = await invert(model, z0, { method: 'ddim', steps: 10, guidance: 7.5 });
     spy.mockRestore();
     expect(guided.unetCalls).toBe(10);
-    expect(shapes).toEqual(Array(10).fill([[4, 4, 8, 8], [4], [4, 77, 8]]));
+    expect(shapes).toEqual(Array(10).fill([[2, 4, 8, 8], [4], [4, 77, 8]]));
     // the empty prompt's condition equals the unconditional one, so guidance cannot change the noise
     const plain = await invert(model, z0, { method: 'ddim', steps: 10 });
     expect(maxAbsDifference(await guided.latent.toArray(), await plain.latent.toArray())).toBeLessThan(1e-5);

@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { capabilities, loadModule, Module, Tensor } from '../src';
+import { capabilities, cudaSettings, loadModule, Module, Tensor } from '../src';
 import { maxAbsDifference, weights } from './helpers';
 
 const reference = require(weights('reference.json'));
@@ -30,6 +30,22 @@ describe('TorchScript modules', () => {
       expect(module.disposed).toBe(false);
     }
     expect(kept.disposed).toBe(true);
+  });
+
+  test('CUDA graphs are a CUDA option: on the CPU loading with them is a clear error', async () => {
+    expect(unet.cudaGraphs).toBe(false);
+    await expect(loadModule(weights('conv_unet.pt'), { cudaGraphs: true })).rejects.toThrow(/^easyinv: cudaGraphs needs a CUDA device, not cpu$/);
+    await expect(loadModule(weights('conv_unet.pt'), { cudaGraphs: 1 as never })).rejects.toThrow(/cudaGraphs must be true or false/);
+  });
+
+  test('cudaSettings sets and reports LibTorch\'s process-wide switches, and refuses what is not a switch', () => {
+    const initial = cudaSettings();
+    // LibTorch's own defaults, as PyTorch's: TF32 for cuDNN convolutions only, no cuDNN benchmark
+    expect(initial).toEqual({ matmulTf32: false, convolutionTf32: true, cudnnBenchmark: false });
+    expect(cudaSettings({ matmulTf32: true, cudnnBenchmark: true })).toEqual({ matmulTf32: true, convolutionTf32: true, cudnnBenchmark: true });
+    expect(cudaSettings({ convolutionTf32: false })).toEqual({ matmulTf32: true, convolutionTf32: false, cudnnBenchmark: true });
+    expect(() => cudaSettings({ matmulTf32: 'on' as never })).toThrow(/matmulTf32 must be true or false/);
+    expect(cudaSettings(initial)).toEqual(initial);
   });
 
   test('a loaded module reports its file, device and dtype', () => {

@@ -3,7 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 import sharp, { type Sharp } from 'sharp';
 
-import { imageBytes, invert, loadModel, methodNames, Model, readImage, reconstruct, Tensor, writeImage } from '../src';
+import { ddimWeights, imageBytes, invert, loadModel, methodNames, Model, readImage, reconstruct, Tensor, writeImage } from '../src';
 import { maxAbsDifference } from './helpers';
 
 const weights = path.join(__dirname, '..', 'weights');
@@ -39,6 +39,34 @@ describe.each([
     }
   });
 
+  test('a fused step (UNet, guidance, DDIM combination in one job) equals the formula over plain forwards', async () => {
+    const z0 = await model.encodeImage(photo);
+    const guidance = 7.5;
+    const condition = await model.condition('a cup of coffee', '', 1, guidance);
+    const rows = (tensor: Tensor) => tensor.split([1, 1]);
+    const [uncondStates, condStates] = await rows(condition.states);
+    const extra = condition.textEmbeds && condition.timeIds ? [await rows(condition.textEmbeds), await rows(condition.timeIds)] : [];
+    const timestep = 501;
+    const t = Tensor.fromArray(new BigInt64Array([BigInt(timestep)]), [1]);
+    const epsU = (await model.unet.forward(z0, t, uncondStates, ...extra.map((pair) => pair[0]))) as Tensor;
+    const epsC = (await model.unet.forward(z0, t, condStates, ...extra.map((pair) => pair[1]))) as Tensor;
+    const [u, c] = [await epsU.toArray(), await epsC.toArray()];
+    const z = await z0.toArray();
+    const [a, b] = ddimWeights(0.9, 0.3);
+    const reference = Array.from(z, (zi, i) => a * zi + b * (u[i] + guidance * (c[i] - u[i])));
+    const timesteps = model.timesteps(timestep, 1, condition);
+    const step = await model.denoise(z0, timesteps, condition, [a, b]);
+    const eps = await model.predictNoise(z0, timestep, condition);
+    // float32 on the batched forward against two single ones: rounding only
+    expect(maxAbsDifference(await step.toArray(), reference)).toBeLessThan(1e-4);
+    expect(maxAbsDifference(await eps.toArray(), Array.from(u, (ui, i) => ui + guidance * (c[i] - ui)))).toBeLessThan(1e-4);
+    expect(maxAbsDifference(Array.from(c), Array.from(u))).toBeGreaterThan(1e-3); // the prompt changes the noise
+    await expect(model.denoise(z0, t, condition)).rejects.toThrow(/timesteps \[2B\] \(2 rows\), not \[1, 4, \d+, \d+\] and \[1\]/);
+    await expect(model.unet.denoise(z0, timesteps, [condition.states], guidance, [1] as never)).rejects.toThrow(/weights must be \[a, b\]/);
+    [z0, uncondStates, condStates, ...extra.flat(), t, epsU, epsC, timesteps, step, eps, condition.states,
+      condition.textEmbeds, condition.timeIds].forEach((tensor) => tensor?.dispose());
+  });
+
   test('channels_last (NHWC) weights and inputs give the same inversion and reconstruction', async () => {
     const nhwc = await loadModel(path.join(weights, bundle), { channelsLast: true });
     expect([nhwc.unet.channelsLast, model.unet.channelsLast]).toEqual([true, false]);
@@ -71,19 +99,24 @@ describe.each([
 
   test('guidance 7.5 makes one batched UNet call per step with every conditioning input', async () => {
     const z0 = await model.encodeImage(photo);
-    const forward = model.unet.forward.bind(model.unet);
-    const calls: { shapes: number[][]; states: Promise<ArrayLike<number>>; timeIds?: Promise<ArrayLike<number>> }[] = [];
-    const spy = jest.spyOn(model.unet, 'forward').mockImplementation((...inputs) => {
-      calls.push({ shapes: inputs.map((t) => t.shape), states: inputs[2].toArray(), timeIds: inputs[4]?.toArray() });
-      return forward(...inputs);
+    const denoise = model.unet.denoise.bind(model.unet);
+    const calls: { shapes: number[][]; guidance: number; states: Promise<ArrayLike<number>>; timeIds?: Promise<ArrayLike<number>> }[] = [];
+    const spy = jest.spyOn(model.unet, 'denoise').mockImplementation((latents, timesteps, conditioning, guidance, weights) => {
+      calls.push({
+        shapes: [latents, timesteps, ...conditioning].map((t) => t.shape), guidance,
+        states: conditioning[0].toArray(), timeIds: conditioning[2]?.toArray(),
+      });
+      return denoise(latents, timesteps, conditioning, guidance, weights);
     });
     const inverted = await invert(model, z0, { method: 'ddim', steps: 4, prompt: 'a cup of coffee', guidance: 7.5 });
     spy.mockRestore();
     expect(inverted.unetCalls).toBe(4);
     expect(calls).toHaveLength(4);
-    const expected = [[2, 4, latentSize, latentSize], [2], [2, 77, condWidth]];
+    // the latents go once; the UNet's batch, the timesteps and the conditioning have the rows [uncond; cond]
+    const expected = [[1, 4, latentSize, latentSize], [2], [2, 77, condWidth]];
     if (pooledWidth) expected.push([2, pooledWidth], [2, 6]);
     expect(calls[0].shapes).toEqual(expected);
+    expect(calls[0].guidance).toBe(7.5);
     const states = await calls[0].states;
     const half = 77 * condWidth;
     const uncondMagnitude = Array.from(states).slice(0, half).reduce((s, v) => s + Math.abs(v), 0);

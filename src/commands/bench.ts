@@ -1,6 +1,6 @@
 import { bench, benchTable } from '../bench';
 import { methodNames, type MethodName } from '../inversion';
-import { dtypes, list, models, number, report, UsageError, type Flags } from './common';
+import { dtypes, list, loadingOptions, models, number, report, UsageError, type Flags } from './common';
 
 /** `easyinv bench`: seconds per inversion, UNet calls, peak memory, images per second, against the bare UNet and Python. */
 export async function benchCommand(flags: Flags): Promise<void> {
@@ -14,7 +14,7 @@ export async function benchCommand(flags: Flags): Promise<void> {
     steps: number(flags, 'steps'),
     repeats: number(flags, 'repeats'),
     guidance: number(flags, 'guidance'),
-    channelsLast: flags['channels-last'],
+    modelOptions: loadingOptions(flags),
     batches,
   }, flags.json || !process.stderr.isTTY ? undefined : (row) => process.stderr.write(`${row.method} ${row.dtype}: ${row.seconds.toFixed(4)} s\n`));
   report(flags, { rows, python }, `${benchTable(rows, batches)}\n\nPython loop: ${python ?? 'skipped (no python3 with torch)'}`);

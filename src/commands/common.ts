@@ -5,7 +5,8 @@ import { parseArgs } from 'util';
 
 import type { MethodName, Progress } from '../inversion';
 import type { ModelDtype } from '../manifest';
-import { loadModel, type Model } from '../model';
+import { loadModel, type Model, type ModelOptions } from '../model';
+import { addon } from '../native';
 
 export const flagSpec = {
   model: { type: 'string' },
@@ -34,6 +35,9 @@ export const flagSpec = {
   repeats: { type: 'string' },
   batches: { type: 'string' },
   'channels-last': { type: 'boolean' },
+  'cuda-graphs': { type: 'boolean' },
+  tf32: { type: 'boolean' },
+  'cudnn-benchmark': { type: 'boolean' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
@@ -101,14 +105,25 @@ export function checkOutFolder(out: string): void {
   if (!fs.existsSync(folder) || !fs.statSync(folder).isDirectory()) throw new UsageError(`--out ${out}: the folder ${folder} does not exist`);
 }
 
+/**
+ * The model options of the command line; --tf32 and --cudnn-benchmark set LibTorch's process-wide CUDA switches
+ * (given flags only: the rest keep LibTorch's defaults).
+ */
+export function loadingOptions(flags: Flags): Pick<ModelOptions, 'channelsLast' | 'cudaGraphs'> {
+  const switches = { matmulTf32: flags.tf32, convolutionTf32: flags.tf32, cudnnBenchmark: flags['cudnn-benchmark'] };
+  addon.cudaSettings(Object.fromEntries(Object.entries(switches).filter(([, on]) => on !== undefined)));
+  return { channelsLast: flags['channels-last'], cudaGraphs: flags['cuda-graphs'] };
+}
+
 export async function openModel(flags: Flags, dir: string): Promise<Model> {
   const dtype = flags.dtype;
   if (dtype !== undefined && dtype !== 'float32' && dtype !== 'float16') throw new UsageError('--dtype must be float32 or float16');
+  const options: ModelOptions = { device: flags.device, dtype, ...loadingOptions(flags) };
   // Loading a full-size bundle takes seconds: say so from the first one, on a terminal.
   const terminal = !flags.json && process.stderr.isTTY;
   if (terminal) process.stderr.write(`loading ${dir} ...`);
   try {
-    return await loadModel(dir, { device: flags.device, dtype, channelsLast: flags['channels-last'] });
+    return await loadModel(dir, options);
   } finally {
     if (terminal) process.stderr.write('\r\x1b[K');
   }

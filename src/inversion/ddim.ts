@@ -1,3 +1,4 @@
+import { ddimWeights } from '../schedule';
 import type { Method } from './method';
 
 /** DDIM inversion: z_t = DDIM(z_s -> t, eps(z_s, t)), the UNet evaluated at the destination timestep t. */
@@ -7,9 +8,8 @@ export const ddim: Method<object> = {
   async invert(run, z0, steps) {
     let z = z0;
     for (const step of steps) {
-      const eps = await run.eps(z, step.timestep);
-      const next = await run.ddim(z, eps, step);
-      run.free(z, eps);
+      const next = await run.step(z, step.timestep, ddimWeights(step.from, step.to));
+      run.free(z);
       z = next;
       await run.stepDone(step, z);
     }

@@ -1,4 +1,5 @@
 import type { Tensor } from '../native';
+import { ddimWeights } from '../schedule';
 import type { Method } from './method';
 
 /**
@@ -13,13 +14,10 @@ export const direct: Method<object> = {
     const offsets: Tensor[] = [];
     let z = z0;
     for (const step of steps) {
-      const eps = await run.eps(z, step.timestep);
-      const next = await run.ddim(z, eps, step);
-      const back = { ...step, from: step.to, to: step.from };
-      const sampledEps = await run.eps(next, step.timestep);
-      const sampled = await run.ddim(next, sampledEps, back);
+      const next = await run.step(z, step.timestep, ddimWeights(step.from, step.to));
+      const sampled = await run.step(next, step.timestep, ddimWeights(step.to, step.from));
       offsets.unshift(await run.combine([z, sampled], [1, -1]));
-      run.free(z, eps, sampledEps, sampled);
+      run.free(z, sampled);
       z = next;
       await run.stepDone(step, z);
     }

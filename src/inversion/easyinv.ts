@@ -36,12 +36,11 @@ export const easyinv: Method<EasyInvOptions> = {
     let z = z0;
     for (const step of steps) {
       const i = step.index;
-      const eps = await run.eps(z, step.timestep);
       const [a, b] = ddimWeights(step.from, step.to);
       const blend = i > 0 && i > start * n && i < end * n ? eta : 1;
       // eta DDIM(z_{i-1}, eps) + (1 - eta) z_{i-1} is one combination of z_{i-1} and eps: the blend costs nothing
-      const next = await run.combine([z, eps], [blend * a + (1 - blend), blend * b]);
-      run.free(z, eps);
+      const next = await run.step(z, step.timestep, [blend * a + (1 - blend), blend * b]);
+      run.free(z);
       z = next;
       await run.stepDone(step, z);
     }

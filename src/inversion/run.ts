@@ -25,6 +25,7 @@ export class Run {
   unetCalls = 0;
   private readonly started = performance.now();
   private readonly owned = new Set<Tensor>();
+  private readonly timestepTensors = new Map<string, Tensor>();
 
   constructor(
     private readonly model: Model,
@@ -38,13 +39,33 @@ export class Run {
 
   /** eps(z, t): one UNet call (both guidance halves in one batch). */
   async eps(z: Tensor, timestep: number): Promise<Tensor> {
-    this.unetCalls++;
-    return this.own(await this.model.predictNoise(z, timestep, this.condition));
+    return this.denoise(z, timestep);
   }
 
   /** The DDIM step from the transition's `from` level to its `to` level with noise eps. */
   async ddim(z: Tensor, eps: Tensor, transition: Transition): Promise<Tensor> {
     return this.combine([z, eps], ddimWeights(transition.from, transition.to));
+  }
+
+  /** a z + b eps(z, t) for weights [a, b], the UNet call and the combination in one native job (one step). */
+  async step(z: Tensor, timestep: number, weights: [number, number]): Promise<Tensor> {
+    return this.denoise(z, timestep, weights);
+  }
+
+  private async denoise(z: Tensor, timestep: number, weights?: [number, number]): Promise<Tensor> {
+    this.unetCalls++;
+    return this.own(await this.model.denoise(z, this.timesteps(timestep, z.shape[0]), this.condition, weights));
+  }
+
+  // Each timestep goes to the device once per run, not once per UNet call.
+  private timesteps(timestep: number, batch: number): Tensor {
+    const key = `${timestep}/${batch}`;
+    let tensor = this.timestepTensors.get(key);
+    if (tensor === undefined) {
+      tensor = this.own(this.model.timesteps(timestep, batch, this.condition));
+      this.timestepTensors.set(key, tensor);
+    }
+    return tensor;
   }
 
   /** sum_i weights[i] tensors[i] on the device. */

@@ -1,5 +1,5 @@
 import type { Tensor } from '../native';
-import type { Transition } from '../schedule';
+import { ddimWeights, type Transition } from '../schedule';
 import type { Run } from './run';
 
 /**
@@ -9,14 +9,13 @@ import type { Run } from './run';
 export async function sample(run: Run, zT: Tensor, steps: Transition[], offsets?: Tensor[]): Promise<Tensor> {
   let z = zT;
   for (const step of steps) {
-    const eps = await run.eps(z, step.timestep);
-    let next = await run.ddim(z, eps, step);
+    let next = await run.step(z, step.timestep, ddimWeights(step.from, step.to));
     if (offsets) {
       const corrected = await run.combine([next, offsets[step.index]], [1, 1]);
       run.free(next);
       next = corrected;
     }
-    run.free(z, eps);
+    run.free(z);
     z = next;
     await run.stepDone(step, z);
   }
