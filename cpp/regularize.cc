@@ -21,18 +21,45 @@ struct Settings {
   uint64_t seed;
 };
 
-// sum over channels and scales of mean(x * roll(x, r))^2 along both axes, r random in [0, side/2).
-at::Tensor AutoCorrelationLoss(const at::Tensor& sample, at::Generator& generator) {
+// The pyramid levels' sides: side, side / 2, ... until one is 8 or less.
+std::vector<int64_t> LevelSides(int64_t side) {
+  std::vector<int64_t> sides = {side};
+  while (sides.back() > 8) sides.push_back(sides.back() / 2);
+  return sides;
+}
+
+// Every shift of a run, drawn up front in the reference's order (per step, roll, channel, level: r in [0, side/2)),
+// so that one upload replaces a host round trip per draw. Shape [steps, rolls, channels, levels].
+at::Tensor DrawShifts(const Settings& settings, int64_t channels, int64_t side) {
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(settings.seed);
+  const std::vector<int64_t> sides = LevelSides(side);
+  const int64_t levels = static_cast<int64_t>(sides.size());
+  at::Tensor shifts = at::empty({settings.steps, settings.rolls, channels, levels}, at::kLong);
+  int64_t* out = shifts.data_ptr<int64_t>();
+  for (int64_t i = 0; i < shifts.numel(); ++i) {
+    out[i] = at::randint(std::max<int64_t>(sides[i % levels] / 2, 1), {1}, generator).item<int64_t>();
+  }
+  return shifts;
+}
+
+// roll(x, shifts[c], dim) for each channel c at once: out[.., i, ..] = x[.., (i - shift) mod n, ..].
+at::Tensor RollPerChannel(const at::Tensor& x, const at::Tensor& shifts, int64_t dim) {
+  const int64_t n = x.size(dim), channels = x.size(1);
+  at::Tensor index = (at::arange(n, shifts.options()).unsqueeze(0) - shifts.unsqueeze(1)).remainder(n);  // [C, n]
+  std::vector<int64_t> shape = {1, channels, 1, 1};
+  shape[dim] = n;
+  return x.gather(dim, index.view(shape).expand_as(x));
+}
+
+// sum over samples, channels and pyramid levels of mean(x * roll(x, r))^2 along both axes; shifts [channels, levels].
+at::Tensor AutoCorrelationLoss(const at::Tensor& sample, const at::Tensor& shifts) {
   at::Tensor loss = at::zeros({}, sample.options());
-  for (int64_t channel = 0; channel < sample.size(1); ++channel) {
-    at::Tensor noise = sample.select(1, channel).unsqueeze(1);
-    for (;;) {
-      int64_t shift = at::randint(std::max<int64_t>(noise.size(2) / 2, 1), {1}, generator).item<int64_t>();
-      loss = loss + (noise * at::roll(noise, {shift}, {2})).mean().pow(2) +
-             (noise * at::roll(noise, {shift}, {3})).mean().pow(2);
-      if (noise.size(2) <= 8) break;
-      noise = at::avg_pool2d(noise, {2, 2});
-    }
+  at::Tensor noise = sample;
+  for (int64_t level = 0; level < shifts.size(1); ++level) {
+    if (level > 0) noise = at::avg_pool2d(noise, {2, 2});
+    const at::Tensor level_shifts = shifts.select(1, level);
+    loss = loss + (noise * RollPerChannel(noise, level_shifts, 2)).mean({2, 3}).pow(2).sum() +
+           (noise * RollPerChannel(noise, level_shifts, 3)).mean({2, 3}).pow(2).sum();
   }
   return loss;
 }
@@ -56,29 +83,28 @@ at::Tensor Gradient(const at::Tensor& value, const std::function<at::Tensor(cons
   return torch::autograd::grad({loss(variable)}, {variable})[0];
 }
 
+// The whole batch at once: each loss is a sum over samples, so each sample's gradient is its own, and every sample
+// gets the shifts it would get alone.
 at::Tensor Regularize(const at::Tensor& eps, const at::Tensor& target, const Settings& settings) {
   c10::InferenceMode normal_tensors(false);  // autograd cannot record on inference tensors
   torch::AutoGradMode grad_mode(true);
-  std::vector<at::Tensor> samples;
-  for (int64_t b = 0; b < eps.size(0); ++b) {
-    // One generator per sample, so a batch gets the same shifts as its samples run one by one.
-    auto generator = at::make_generator<at::CPUGeneratorImpl>(settings.seed);
-    at::Tensor x = eps.narrow(0, b, 1).to(at::kFloat).clone();
-    at::Tensor goal = target.narrow(0, b, 1).to(at::kFloat).clone();
-    for (int64_t step = 0; step < settings.steps; ++step) {
-      if (settings.lambda_kl > 0) {
-        at::Tensor grad = Gradient(x, [&](const at::Tensor& v) { return PatchKlLoss(v, goal); });
-        x = x - settings.lambda_kl * grad.clamp(-100, 100);
-      }
-      for (int64_t roll = 0; settings.lambda_ac > 0 && roll < settings.rolls; ++roll) {
-        at::Tensor grad = Gradient(x, [&](const at::Tensor& v) { return AutoCorrelationLoss(v, generator); });
-        x = x - settings.lambda_ac * grad / static_cast<double>(settings.rolls);
-      }
+  const at::Tensor shifts = settings.lambda_ac > 0 ? DrawShifts(settings, eps.size(1), eps.size(2)).to(eps.device())
+                                                  : at::Tensor();
+  at::Tensor x = eps.to(at::kFloat).clone();
+  const at::Tensor goal = target.to(at::kFloat).clone();
+  for (int64_t step = 0; step < settings.steps; ++step) {
+    if (settings.lambda_kl > 0) {
+      at::Tensor grad = Gradient(x, [&](const at::Tensor& v) { return PatchKlLoss(v, goal); });
+      x = x - settings.lambda_kl * grad.clamp(-100, 100);
     }
-    samples.push_back(x.detach());
+    for (int64_t roll = 0; settings.lambda_ac > 0 && roll < settings.rolls; ++roll) {
+      const at::Tensor roll_shifts = shifts[step][roll];
+      at::Tensor grad = Gradient(x, [&](const at::Tensor& v) { return AutoCorrelationLoss(v, roll_shifts); });
+      x = x - settings.lambda_ac * grad / static_cast<double>(settings.rolls);
+    }
   }
   c10::InferenceMode inference;
-  return at::cat(samples, 0).to(eps.scalar_type());
+  return x.detach().to(eps.scalar_type());
 }
 
 }  // namespace
