@@ -79,6 +79,15 @@ function markdown(report) {
       'replays a torch.cuda.CUDAGraph of its UNet call too. fixed-point runs at N = 20. "eager" is LibTorch\'s default ' +
       'settings (TF32 for cuDNN convolutions only, no cuDNN benchmark).',
   ];
+  if (report.checks.length > 0) {
+    lines.push('', `## ${plan.device} against the CPU`, '', 'The small bundles (weights/test-sd1, test-sdxl), batch 2, guidance 3, 10 steps: ' +
+      `max |difference| of each method's inverted latent on ${plan.device} from the CPU's in float32.`, '',
+      `| bundle | dtype | CUDA graphs | ${methods.join(' | ')} |`, `| --- | --- | --- |${methods.map(() => ' --- |').join('')}`);
+    for (const c of report.checks) {
+      const cells = c.error ? [`failed: ${c.error.replace(/\|/g, '/').split('\n')[0]}`] : methods.map((m) => c.maxDifference[m].toExponential(1));
+      lines.push(`| ${c.bundle} | ${c.dtype} | ${c.cudaGraphs ? 'yes' : 'no'} | ${cells.join(' | ')} |`);
+    }
+  }
   for (const entry of report.models) {
     lines.push('', `## ${entry.family} ${entry.dtype}, latent ${entry.latent}x${entry.latent}`, '');
     if (entry.skipped) {
@@ -118,6 +127,50 @@ async function graphCheck(dir, dtype) {
   return { steps, maxDifference, maxValue };
 }
 
+// The small bundles on the benchmark's device against the CPU in float32: each method's inversion with guidance, in
+// each dtype, eager and (CUDA) replayed from graphs. Figures, not verdicts: float16 differs by its rounding.
+async function deviceChecks() {
+  const weights = path.join(__dirname, '..', 'weights');
+  const checks = [];
+  for (const bundle of ['test-sd1', 'test-sdxl']) {
+    const dir = path.join(weights, bundle);
+    const reference = await loadModel(dir, { device: 'cpu', dtype: 'float32' });
+    const { channels, size } = reference.manifest.latent;
+    const z0 = await Tensor.randn([2, channels, size, size], { seed: 3 });
+    const options = { steps: 10, prompt: 'a photo', guidance: 3 };
+    const expected = {};
+    for (const method of methods) {
+      const inverted = await invert(reference, z0, { ...options, method });
+      expected[method] = await inverted.latent.toArray();
+      inverted.dispose();
+    }
+    reference.dispose();
+    for (const dtype of plan.device === 'cpu' ? ['float32'] : ['float32', 'float16']) {
+      for (const cudaGraphs of plan.device === 'cpu' ? [false] : [false, true]) {
+        const check = { bundle, dtype, cudaGraphs, maxDifference: {} };
+        checks.push(check);
+        try {
+          const model = await loadModel(dir, { device: plan.device, dtype, cudaGraphs });
+          const start = await z0.to({ device: model.device, dtype });
+          for (const method of methods) {
+            const inverted = await invert(model, start, { ...options, method });
+            const values = await inverted.latent.toArray();
+            check.maxDifference[method] = values.reduce((max, v, i) => Math.max(max, Math.abs(v - expected[method][i])), 0);
+            inverted.dispose();
+          }
+          start.dispose();
+          model.dispose();
+        } catch (error) {
+          check.error = error.message;
+        }
+        log(`check ${bundle} ${dtype}${cudaGraphs ? ' CUDA graphs' : ''}: ${check.error ?? JSON.stringify(check.maxDifference)}`);
+      }
+    }
+    z0.dispose();
+  }
+  return checks;
+}
+
 async function main() {
   fs.mkdirSync(out, { recursive: true });
   const caps = await capabilities();
@@ -135,12 +188,15 @@ async function main() {
       node: process.version,
     },
     plan,
+    checks: [],
     models: [],
   };
   const save = () => {
     fs.writeFileSync(path.join(out, 'bench-gpu.json'), `${JSON.stringify(report, null, 1)}\n`);
     fs.writeFileSync(path.join(out, 'benchmarks.md'), markdown(report));
   };
+  report.checks = await deviceChecks();
+  save();
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'easyinv-bench-gpu-'));
   try {
     for (const run of plan.runs) {
