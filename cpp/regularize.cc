@@ -88,8 +88,12 @@ at::Tensor Gradient(const at::Tensor& value, const std::function<at::Tensor(cons
 at::Tensor Regularize(const at::Tensor& eps, const at::Tensor& target, const Settings& settings) {
   c10::InferenceMode normal_tensors(false);  // autograd cannot record on inference tensors
   torch::AutoGradMode grad_mode(true);
-  const at::Tensor shifts = settings.lambda_ac > 0 ? DrawShifts(settings, eps.size(1), eps.size(2)).to(eps.device())
-                                                  : at::Tensor();
+  at::Tensor shifts;
+  if (settings.lambda_ac > 0) {
+    shifts = DrawShifts(settings, eps.size(1), eps.size(2));
+    // from pinned memory the upload queues behind the device's work instead of waiting for it
+    if (!eps.device().is_cpu()) shifts = shifts.pin_memory().to(eps.device(), /*non_blocking=*/true);
+  }
   at::Tensor x = eps.to(at::kFloat).clone();
   const at::Tensor goal = target.to(at::kFloat).clone();
   for (int64_t step = 0; step < settings.steps; ++step) {
