@@ -125,6 +125,12 @@ export interface Addon {
   emptyCache(): void;
   /** Sets the given CUDA switches for the whole process and returns them all. */
   cudaSettings(update?: Partial<CudaSettings>): CudaSettings;
+  /**
+   * From now on the process keeps freed memory for reuse (glibc: one arena, no mmap'd blocks, no trimming) instead of handing
+   * it back to the kernel and faulting it in again on the next forward: 1.5x faster CPU forwards of a full-size
+   * UNet, and the process keeps its peak memory. Process-wide and one-way; false where not glibc.
+   */
+  retainFreedMemory(): boolean;
   /** Tensor handles of this JS environment that are not disposed yet (a leak check). */
   liveTensors(): number;
   /** Peak bytes allocated on a CUDA device since the last resetPeakMemory; null on the CPU. */

@@ -3,8 +3,6 @@
 #include <c10/core/StreamGuard.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
-#include <atomic>
-#include <chrono>
 #include <map>
 #include <thread>
 
@@ -30,7 +28,6 @@ class DeviceQueue {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       jobs_.push_back(job);
-      queued_.store(jobs_.size(), std::memory_order_release);
     }
     ready_.notify_one();
   }
@@ -47,30 +44,23 @@ class DeviceQueue {
     c10::InferenceMode inference;
     std::optional<c10::StreamGuard> guard;
     if (stream_) guard.emplace(*stream_);
+    // Sleeps between jobs: spinning 200 us for the next one changed neither the time nor the CPU time of 150 DDIM
+    // steps of test-sd1 (0.44-0.59 s with it, 0.43-0.61 s without, 4 runs each).
     for (;;) {
-      // JS usually submits the next step within microseconds of the last result; waiting briefly for it awake
-      // saves the cost of a thread wake-up on every call.
-      auto spin_until = std::chrono::steady_clock::now() + kSpin;
-      while (queued_.load(std::memory_order_acquire) == 0 && std::chrono::steady_clock::now() < spin_until) {
-        std::this_thread::yield();
-      }
       Job* job;
       {
         std::unique_lock<std::mutex> lock(mutex_);
         ready_.wait(lock, [this] { return !jobs_.empty(); });
         job = jobs_.front();
         jobs_.pop_front();
-        queued_.store(jobs_.size(), std::memory_order_release);
       }
       job->Run();
     }
   }
 
-  static constexpr std::chrono::microseconds kSpin{200};
   std::mutex mutex_;
   std::condition_variable ready_;
   std::deque<Job*> jobs_;
-  std::atomic<size_t> queued_{0};
   std::optional<c10::Stream> stream_;
 };
 

@@ -107,9 +107,11 @@ export function checkOutFolder(out: string): void {
 
 /**
  * The model options of the command line; --tf32 and --cudnn-benchmark set LibTorch's process-wide CUDA switches
- * (given flags only: the rest keep LibTorch's defaults).
+ * (given flags only: the rest keep LibTorch's defaults). A command is a process of its own, so it also keeps freed
+ * memory for reuse (1.5x faster CPU forwards of a full-size UNet).
  */
 export function loadingOptions(flags: Flags): Pick<ModelOptions, 'channelsLast' | 'cudaGraphs'> {
+  addon.retainFreedMemory();
   const switches = { matmulTf32: flags.tf32, convolutionTf32: flags.tf32, cudnnBenchmark: flags['cudnn-benchmark'] };
   addon.cudaSettings(Object.fromEntries(Object.entries(switches).filter(([, on]) => on !== undefined)));
   return { channelsLast: flags['channels-last'], cudaGraphs: flags['cuda-graphs'] };
