@@ -23,6 +23,16 @@ Napi::Value TensorArray(Napi::Env env, const std::vector<at::Tensor>& tensors) {
 Napi::Value NumberValue(Napi::Env env, double value) { return Napi::Number::New(env, value); }
 
 // A host copy in the element type JS has an array for (float16 and bfloat16 widen to float32, bool to uint8).
+// `tensor` on `device` in `dtype`. An upload goes from pinned memory onto the device thread's stream, from any
+// thread: it queues behind the device's work instead of waiting for it, and stays in order with the device's jobs.
+at::Tensor Placed(const at::Tensor& tensor, const c10::Device& device, at::ScalarType dtype) {
+  if (tensor.device().is_cpu() && device.is_cuda()) {
+    c10::StreamGuard on_device_stream(*DeviceStream(device));
+    return tensor.to(dtype).pin_memory().to(device, dtype, /*non_blocking=*/true);
+  }
+  return tensor.to(device, dtype);
+}
+
 at::Tensor HostCopy(const at::Tensor& tensor) {
   at::ScalarType type = tensor.scalar_type();
   if (type == at::kHalf || type == at::kBFloat16) type = at::kFloat;
@@ -180,12 +190,7 @@ Napi::Value TensorWrap::FromArray(const Napi::CallbackInfo& info) {
   c10::ScalarType dtype = info[0].IsTypedArray() ? host.scalar_type() : at::kFloat;
   DeviceDtypeArg(info, 2, device, dtype);
   try {
-    if (device.is_cpu()) return Wrap(env, host.to(dtype));
-    // A copy from pageable memory would wait for every kernel queued on the device, on the JS thread. From pinned
-    // memory it is queued behind them instead, on the device thread's stream, and LibTorch's pinned allocator keeps
-    // the buffer until it is done.
-    c10::StreamGuard on_device_stream(*DeviceStream(device));
-    return Wrap(env, host.to(dtype).pin_memory().to(device, dtype, /*non_blocking=*/true));
+    return Wrap(env, Placed(host, device, dtype));
   } catch (const c10::Error& e) {
     throw Napi::Error::New(env, std::string("easyinv: Tensor.fromArray failed: ") + e.what_without_backtrace());
   }
@@ -204,7 +209,7 @@ Napi::Value TensorWrap::Randn(const Napi::CallbackInfo& info) {
   // Drawn on the CPU so that one seed gives the same noise on every device.
   auto work = [shape, seed, device, dtype] {
     auto generator = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed));
-    return at::randn(shape, generator, at::TensorOptions().dtype(at::kFloat)).to(device, dtype);
+    return Placed(at::randn(shape, generator, at::TensorOptions().dtype(at::kFloat)), device, dtype);
   };
   return Schedule(env, device, "Tensor.randn", work, TensorValue);
 }
@@ -266,7 +271,7 @@ Napi::Value TensorWrap::To(const Napi::CallbackInfo& info) {
   c10::Device device = tensor.device();
   c10::ScalarType dtype = tensor.scalar_type();
   DeviceDtypeArg(info, 0, device, dtype);
-  return Schedule(info.Env(), tensor.device(), "Tensor.to", [tensor, device, dtype] { return tensor.to(device, dtype); },
+  return Schedule(info.Env(), tensor.device(), "Tensor.to", [tensor, device, dtype] { return Placed(tensor, device, dtype); },
                   TensorValue);
 }
 
