@@ -71,7 +71,7 @@ def main() -> None:
         "a deterministic 8x conv autoencoder (4 latent channels), an SD-V1-style UNet (ResNet blocks, self- and "
         "cross-attention, 48/80/96 channels) trained for epsilon prediction on the scaled_linear schedule, and a "
         "small CLIP-like text encoder with frozen random weights (captions such as 'a cat' with 50% dropout to the "
-        "empty prompt). Not the astronaut photo: it was never trained on.")
+        "empty prompt). The demo's astronaut photo was not among its training photos.")
     manifest = {
         "format": "easyinv-bundle/1", "family": "sd1", "name": "easyinv/tiny-sd1-256", "description": description,
         "device": "cpu", "dtype": "float32", "dtypes": ["float32", "float16"], "resolution": 256,
