@@ -127,7 +127,7 @@ export interface Addon {
   cudaSettings(update?: Partial<CudaSettings>): CudaSettings;
   /**
    * From now on the process keeps freed memory for reuse (glibc: one arena, no mmap'd blocks, no trimming) instead of handing
-   * it back to the kernel and faulting it in again on the next forward: 1.5x faster CPU forwards of a full-size
+   * it back to the kernel and faulting it in again on the next forward: 1.3-1.5x faster CPU forwards of a full-size
    * UNet, and the process keeps its peak memory. Process-wide and one-way; false where not glibc.
    */
   retainFreedMemory(): boolean;

@@ -33,7 +33,7 @@ export const emptyCache = () => addon.emptyCache();
 export const cudaSettings = (update?: Partial<CudaSettings>) => addon.cudaSettings(update);
 /**
  * Makes the process keep freed memory for reuse instead of returning it to the kernel (glibc only; false elsewhere):
- * CPU forwards of a full-size SD-V1 UNet fault their activations in afresh every time without it (1.5x the time).
+ * CPU forwards of a full-size SD-V1 UNet fault their activations in afresh every time without it (1.3-1.5x the time).
  * The process then keeps its peak memory. The CLI turns it on; a library leaves the choice to its host.
  */
 export const retainFreedMemory = () => addon.retainFreedMemory();

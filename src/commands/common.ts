@@ -108,7 +108,7 @@ export function checkOutFolder(out: string): void {
 /**
  * The model options of the command line; --tf32 and --cudnn-benchmark set LibTorch's process-wide CUDA switches
  * (given flags only: the rest keep LibTorch's defaults). A command is a process of its own, so it also keeps freed
- * memory for reuse (1.5x faster CPU forwards of a full-size UNet).
+ * memory for reuse (1.3-1.5x faster CPU forwards of a full-size UNet).
  */
 export function loadingOptions(flags: Flags): Pick<ModelOptions, 'channelsLast' | 'cudaGraphs'> {
   addon.retainFreedMemory();
