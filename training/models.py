@@ -35,8 +35,9 @@ class VaeResBlock(nn.Module):
 
 class VaeEncoder(nn.Module):
     """256 -> 128 (space-to-depth) -> 64 -> 32, 8x in all; 4 latent channels."""
+    WIDTHS = [32, 64, 96]
 
-    def __init__(self, widths: List[int] = [32, 64, 96]):
+    def __init__(self, widths: List[int] = WIDTHS):
         super().__init__()
         self.conv_in = nn.Conv2d(12, widths[0], 3, padding=1)
         self.res0 = VaeResBlock(widths[0])
@@ -55,8 +56,9 @@ class VaeEncoder(nn.Module):
 
 class VaeDecoder(nn.Module):
     """32 -> 64 -> 128 -> 256 (depth-to-space), nearest-neighbour upsampling and convolutions."""
+    WIDTHS = [128, 96, 48]
 
-    def __init__(self, widths: List[int] = [128, 96, 48]):
+    def __init__(self, widths: List[int] = WIDTHS):
         super().__init__()
         self.conv_in = nn.Conv2d(4, widths[0], 3, padding=1)
         self.res0a, self.res0b = VaeResBlock(widths[0]), VaeResBlock(widths[0])

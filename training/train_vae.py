@@ -7,6 +7,13 @@ training photos (training/data.py), L1 loss, Adam with warmup and cosine decay. 
 
 Prints and writes the loss curve to training/logs/vae_loss.csv (step, loss, lr, seconds) and the PSNR of the
 demo's and the held-out photos at 256x256 every --eval-every steps to training/logs/vae_eval.csv.
+
+A diagnostic, never used for the bundle: `--only-demo-photo` trains on crops of the demo's photo itself (fitted to
+256x256 like the demo), and `--width-scale` widens every layer, to bound what the architecture (or a wider one) can
+reach on that photo at all when it has seen nothing else.
+
+    nice -n 19 /usr/bin/python3 training/train_vae.py --only-demo-photo --steps 3000 --width-scale 2 \
+        --out /tmp/tiny-sd/ceiling.pt --logs /tmp/tiny-sd/ceiling_logs
 """
 import argparse
 import csv
@@ -18,7 +25,9 @@ import time
 import numpy as np
 import torch
 
-from data import evaluation_images, psnr, pyramid, random_crops, start_run
+from PIL import Image
+
+from data import ASTRONAUT, evaluation_images, fit_cover, psnr, pyramid, random_crops, start_run, to_array
 from models import VaeDecoder, VaeEncoder, count
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -46,15 +55,22 @@ def main() -> None:
                         help="stop after this step (the schedule still runs over --steps): stage 1 of the VAE")
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only-demo-photo", action="store_true",
+                        help="diagnostic: train on the demo's photo alone (256x256), never for the bundle")
+    parser.add_argument("--width-scale", type=float, default=1.0, help="diagnostic: every layer's width times this")
     parser.add_argument("--out", default="/tmp/tiny-sd/vae.pt")
     parser.add_argument("--logs", default=os.path.join(HERE, "logs"))
     args = parser.parse_args()
 
     start_run(args.seed, args.threads)
     rng = random.Random(args.seed)
-    levels = pyramid()
+    if args.only_demo_photo:
+        levels = {"astronaut": [to_array(fit_cover(Image.open(ASTRONAUT).convert("RGB")))]}
+    else:
+        levels = pyramid()
     images = evaluation_images()
-    encoder, decoder = VaeEncoder(), VaeDecoder()
+    encoder = VaeEncoder([round(w * args.width_scale) for w in VaeEncoder.WIDTHS])
+    decoder = VaeDecoder([round(w * args.width_scale) for w in VaeDecoder.WIDTHS])
     print(f"encoder {count(encoder)} parameters, decoder {count(decoder)}", flush=True)
     parameters = list(encoder.parameters()) + list(decoder.parameters())
     optimizer = torch.optim.Adam(parameters, lr=args.lr)
