@@ -38,7 +38,8 @@ def main() -> None:
             latent = encoder(x)
             score = psnr(decoder(latent)[0].numpy(), image)
             bicubic = F.interpolate(F.interpolate(x, scale_factor=0.25, mode="area"), scale_factor=4.0, mode="bicubic")
-            print(f"| {name} | {score:.2f} | {psnr(bicubic[0].numpy(), image):.2f} | {(latent * scale).std().item():.3f} |")
+            print(f"| {name} | {score:.2f} | {psnr(bicubic[0].numpy(), image):.2f} "
+                  f"| {(latent * scale).std().item():.3f} |")
 
 
 if __name__ == "__main__":

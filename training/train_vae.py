@@ -25,9 +25,7 @@ import time
 import numpy as np
 import torch
 
-from PIL import Image
-
-from data import ASTRONAUT, evaluation_images, fit_cover, psnr, pyramid, random_crops, start_run, to_array
+from data import evaluation_images, psnr, pyramid, random_crops, start_run
 from models import VaeDecoder, VaeEncoder, count
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -64,11 +62,8 @@ def main() -> None:
 
     start_run(args.seed, args.threads)
     rng = random.Random(args.seed)
-    if args.only_demo_photo:
-        levels = {"astronaut": [to_array(fit_cover(Image.open(ASTRONAUT).convert("RGB")))]}
-    else:
-        levels = pyramid()
     images = evaluation_images()
+    levels = {"astronaut": [images["astronaut"]]} if args.only_demo_photo else pyramid()
     encoder = VaeEncoder([round(w * args.width_scale) for w in VaeEncoder.WIDTHS])
     decoder = VaeDecoder([round(w * args.width_scale) for w in VaeDecoder.WIDTHS])
     print(f"encoder {count(encoder)} parameters, decoder {count(decoder)}", flush=True)
