@@ -99,6 +99,8 @@ export interface Capabilities {
   cudnn: boolean;
   cudaBuild: boolean;
   threads: number;
+  /** The NVRTC builtins library the addon loaded by path for LibTorch's runtime compiler (CUDA builds); else null. */
+  nvrtcBuiltins: string | null;
   devices: DeviceCapabilities[];
 }
 
@@ -141,6 +143,11 @@ export interface Addon {
    * (weight lambdaKl) and `rolls` auto-correlation gradient steps (weight lambdaAc / rolls), shifts drawn from `seed`.
    */
   regularizeNoise(eps: Tensor, target: Tensor, options: RegularizeOptions): Promise<Tensor>;
+  /**
+   * Compiles a small CUDA kernel with the NVRTC that LibTorch loads, in this process (no GPU needed): what
+   * TorchScript's CUDA fuser does from a module's second forward on. Rejects with NVRTC's message, or on a CPU build.
+   */
+  nvrtcCheck(): Promise<{ library: string; builtins: string }>;
   /** PSNR per image of [B, C, H, W] images in [0, 1]: 10 log10(1 / MSE), in float64. */
   psnr(a: Tensor, b: Tensor): Promise<number[]>;
   /** SSIM per image (Gaussian window 11x11, sigma 1.5, K1 0.01, K2 0.03, data range 1, valid region), in float64. */

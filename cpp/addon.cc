@@ -20,6 +20,7 @@
 #include "convert.h"
 #include "metrics.h"
 #include "module.h"
+#include "nvrtc.h"
 #include "queue.h"
 #include "regularize.h"
 #include "tensor.h"
@@ -93,6 +94,8 @@ Napi::Value Capabilities(const Napi::CallbackInfo& info) {
 #endif
     );
     result.Set("threads", probe.threads);
+    const std::string& builtins = PreloadNvrtcBuiltins();
+    result.Set("nvrtcBuiltins", builtins.empty() ? env.Null() : Napi::String::New(env, builtins));
     auto list = Napi::Array::New(env, devices.size());
     for (size_t i = 0; i < devices.size(); ++i) {
       auto entry = Napi::Object::New(env);
@@ -200,6 +203,7 @@ EnvState& EnvStateOf(Napi::Env env) { return *AddonOf(env).state; }
 namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  PreloadNvrtcBuiltins();  // before LibTorch's first use of NVRTC
   auto* addon = new Addon{std::make_shared<EnvState>(env)};
   env.SetInstanceData(addon);
   env.AddCleanupHook([state = addon->state] { state->Close(); });
@@ -220,6 +224,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("peakMemory", Napi::Function::New(env, PeakMemory, "peakMemory"));
   exports.Set("resetPeakMemory", Napi::Function::New(env, ResetPeakMemory, "resetPeakMemory"));
   exports.Set("regularizeNoise", Napi::Function::New(env, RegularizeNoise, "regularizeNoise"));
+  exports.Set("nvrtcCheck", Napi::Function::New(env, NvrtcCheck, "nvrtcCheck"));
   exports.Set("psnr", Napi::Function::New(env, Psnr, "psnr"));
   exports.Set("ssim", Napi::Function::New(env, Ssim, "ssim"));
   return exports;

@@ -22,6 +22,11 @@ export type Tensor = import('./native').Tensor;
 
 /** LibTorch's version, CUDA availability, the devices and the dtypes that really run on each. */
 export const capabilities = () => addon.capabilities();
+/**
+ * Compiles a small CUDA kernel with LibTorch's NVRTC in this process (needs a CUDA build, not a GPU): the check that
+ * TorchScript's CUDA fuser will be able to compile. Resolves to the NVRTC and builtins libraries used.
+ */
+export const nvrtcCheck = () => addon.nvrtcCheck();
 /** Resolves once all work queued on `device` before the call has finished (CUDA kernels included). */
 export const synchronize = (device: string = 'cpu') => addon.synchronize(device);
 /** Returns cached, unused CUDA memory to the driver. */

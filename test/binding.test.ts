@@ -23,6 +23,7 @@ const moduleMembers: Record<keyof NativeModule, true> = {
 const addonExports: Record<keyof Addon, true> = {
   path: true, Tensor: true, Module: true, loadModule: true, capabilities: true, synchronize: true, emptyCache: true,
   cudaSettings: true, retainFreedMemory: true, liveTensors: true, regularizeNoise: true, psnr: true, ssim: true, peakMemory: true, resetPeakMemory: true,
+  nvrtcCheck: true,
 };
 
 const ownNames = (object: object) => Object.getOwnPropertyNames(object).filter((name) => name !== 'constructor');
@@ -46,6 +47,19 @@ describe('the native binding', () => {
     expect(caps.devices[0].dtypes).toContain('float32');
     expect(caps.devices.length).toBe(1 + (caps.cuda ? caps.devices.filter((d) => d.device.startsWith('cuda')).length : 0));
     for (const device of caps.devices.slice(1)) expect(device.dtypes).toEqual(expect.arrayContaining(['float32', 'float16']));
+  });
+
+  // TorchScript's CUDA fuser compiles with NVRTC from a module's second forward on; pip's libnvrtc finds its builtins
+  // only if the addon loaded them first (no GPU is needed to compile, so a CUDA build proves it here).
+  test('a CUDA build compiles a kernel with LibTorch\'s NVRTC from inside Node; a CPU build says it cannot', async () => {
+    const { cudaBuild, libtorch, nvrtcBuiltins } = await addon.capabilities();
+    if (cudaBuild) {
+      expect(nvrtcBuiltins).toMatch(/libnvrtc-builtins\.so\.\d/);
+      await expect(addon.nvrtcCheck()).resolves.toEqual({ library: expect.stringMatching(/libnvrtc\.so\.\d/), builtins: nvrtcBuiltins });
+    } else {
+      expect(nvrtcBuiltins).toBeNull();
+      await expect(addon.nvrtcCheck()).rejects.toThrow(`easyinv: checking NVRTC failed: nvrtcCheck needs a CUDA build of easyinv; this one links LibTorch ${libtorch} for the CPU`);
+    }
   });
 
   test('without a built addon the library still loads, its pure-JS parts work, and the first native call explains', async () => {
