@@ -214,6 +214,7 @@ Napi::Value ModuleWrap::Denoise(const Napi::CallbackInfo& info) {
 
 Napi::Value ModuleWrap::Dispose(const Napi::CallbackInfo& info) {
   module_.reset();
+  graphs_.reset();  // their memory pools hold every captured shape's activations; queued steps keep their own
   return info.Env().Undefined();
 }
 

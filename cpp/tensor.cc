@@ -23,12 +23,15 @@ Napi::Value TensorArray(Napi::Env env, const std::vector<at::Tensor>& tensors) {
 Napi::Value NumberValue(Napi::Env env, double value) { return Napi::Number::New(env, value); }
 
 // A host copy in the element type JS has an array for (float16 and bfloat16 widen to float32, bool to uint8).
-// `tensor` on `device` in `dtype`. An upload goes from pinned memory onto the device thread's stream, from any
-// thread: it queues behind the device's work instead of waiting for it, and stays in order with the device's jobs.
+// `tensor` on `device` in `dtype`. A copy onto a CUDA device is queued on that device thread's stream, from any
+// thread, so that it stays in order with the device's jobs (the destination's current stream on another thread is
+// its default stream, which our streams do not wait for). An upload goes from pinned memory: it queues behind the
+// device's work instead of waiting for it.
 at::Tensor Placed(const at::Tensor& tensor, const c10::Device& device, at::ScalarType dtype) {
-  if (tensor.device().is_cpu() && device.is_cuda()) {
+  if (device.is_cuda() && tensor.device() != device) {
     c10::StreamGuard on_device_stream(*DeviceStream(device));
-    return tensor.to(dtype).pin_memory().to(device, dtype, /*non_blocking=*/true);
+    if (tensor.device().is_cpu()) return tensor.to(dtype).pin_memory().to(device, dtype, /*non_blocking=*/true);
+    return tensor.to(device, dtype);
   }
   return tensor.to(device, dtype);
 }
