@@ -4,6 +4,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { failure } from './errors';
+import { packagedTokenizers } from './tokenizer';
 import type { SchedulerConfig } from './schedule';
 
 import type { Dtype } from './native';
@@ -98,7 +99,8 @@ export function readManifest(dir: string): Manifest {
     throw bundleError(dir, `has a manifest.json that easyinv cannot use:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
   }
   for (const [role, name] of Object.entries(manifest.files)) {
-    if (!fs.existsSync(path.join(dir, name))) throw bundleError(dir, `lacks its ${role} file ${name}`);
+    const packaged = role.startsWith('tokenizer') && Object.hasOwn(packagedTokenizers, name);
+    if (!packaged && !fs.existsSync(path.join(dir, name))) throw bundleError(dir, `lacks its ${role} file ${name}`);
   }
   return manifest;
 }

@@ -9,7 +9,7 @@ import { bundleError, compareVersions, readManifest, writerVersion, type Family,
 import { loadModule, Module } from './module';
 import { addon, disposeAll, isTensor, type Tensor } from './native';
 import type { SchedulerConfig } from './schedule';
-import { loadTokenizer, type ClipTokenizer } from './tokenizer';
+import { bundleTokenizer, type ClipTokenizer } from './tokenizer';
 
 export interface ModelOptions {
   device?: string;
@@ -95,7 +95,7 @@ export class Model {
     ]).catch(async (error: Error) => {
       throw await explainWriterVersion(dir, manifest, error);
     });
-    const tokenizers = [files.tokenizer, files.tokenizer_2].flatMap((name) => (name ? [loadTokenizer(path.join(dir, name))] : []));
+    const tokenizers = [files.tokenizer, files.tokenizer_2].flatMap((name) => (name ? [bundleTokenizer(dir, name)] : []));
     const encoders = textEncoders.filter((m): m is Module => m !== undefined);
     if (encoders.length > tokenizers.length) throw bundleError(dir, 'has a text encoder without its tokenizer');
     return new Model(dir, manifest, device, dtype, { unet: unet!, vaeEncoder, vaeDecoder, textEncoders: encoders, tokenizers });

@@ -15,8 +15,6 @@ function bundleCopy(name: string, edit: (manifest: any) => void = () => {}): str
   const dir = fs.mkdtempSync(path.join(scratch, `${name}-`));
   const source = path.join(weights, name);
   for (const file of fs.readdirSync(source)) fs.copyFileSync(path.join(source, file), path.join(dir, file));
-  fs.mkdirSync(path.join(dir, '..', 'clip'), { recursive: true });
-  fs.copyFileSync(path.join(weights, 'clip', 'tokenizer.json'), path.join(dir, '..', 'clip', 'tokenizer.json'));
   const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
   edit(manifest);
   fs.writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(manifest));

@@ -1,7 +1,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 import { join } from 'path';
-import { ClipTokenizer, CONTEXT_LENGTH, END_OF_TEXT, loadTokenizer } from '../src/tokenizer';
+import { bundleTokenizer, ClipTokenizer, CONTEXT_LENGTH, END_OF_TEXT, loadTokenizer } from '../src/tokenizer';
 
 const TOKENIZER_FILE = join(__dirname, '..', 'weights', 'clip', 'tokenizer.json');
 const START_OF_TEXT = 49406;
@@ -90,6 +90,18 @@ test('a tokenizer.json with its own pad token (SDXL\'s second tokenizer pads wit
   rmSync(dir, { recursive: true, force: true });
   expect(ids.slice(0, 7)).toEqual([49406, 320, 1125, 539, 320, 2368, 49407]);
   expect(ids.slice(7)).toEqual(new Array(70).fill(0));
+});
+
+test('a manifest may name a packaged tokenizer instead of a file: CLIP\'s vocabulary with its encoder\'s padding', () => {
+  const empty = mkdtempSync(join(tmpdir(), 'easyinv-tokenizer-named-'));
+  const large = bundleTokenizer(empty, 'clip-vit-large-patch14').encode('a photo of a cat');
+  const bigG = bundleTokenizer(empty, 'clip-vit-bigg-14').encode('a photo of a cat');
+  rmSync(empty, { recursive: true, force: true });
+  expect(large).toEqual(loadTokenizer(TOKENIZER_FILE).encode('a photo of a cat'));
+  expect(bigG.slice(0, 7)).toEqual(large.slice(0, 7));
+  expect(large.slice(7)).toEqual(new Array(70).fill(END_OF_TEXT));
+  expect(bigG.slice(7)).toEqual(new Array(70).fill(0));
+  expect(() => bundleTokenizer(empty, 'clip-vit-huge')).toThrow(/^easyinv: cannot read tokenizer file .*clip-vit-huge: .*ENOENT/);
 });
 
 describe('loadTokenizer errors', () => {

@@ -65,7 +65,7 @@ def main() -> None:
         print(f"{role}: {count(module)} parameters, {os.path.getsize(path) / 1e6:.2f} MB, output "
               f"{list(got.shape)}, scripted vs eager max error {error:.1e}")
         files[role] = f"{role}.pt"
-    files["tokenizer"] = "../clip/tokenizer.json"
+    files["tokenizer"] = "clip-vit-large-patch14"  # the package's CLIP tokenizer (src/tokenizer.ts)
     description = args.description or (
         "tiny latent diffusion model trained from scratch on CPU on scikit-image's sample photos (training/): "
         "a deterministic 8x conv autoencoder (4 latent channels), an SD-V1-style UNet (ResNet blocks, self- and "

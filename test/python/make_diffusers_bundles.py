@@ -25,7 +25,8 @@ What it does, per family (seeded: the same versions give the same weights):
   4. runs tools/export_sd.py on that folder (--device cpu --dtype float32 --name easyinv/diffusers-<family>);
   5. removes the TorchScript debug records (*.debug_pkl) from the exported modules: they hold the Python
      source lines of the traced code (diffusers' and transformers') and the paths of this machine's files;
-     loading does not need them. Writes the tokenizer JSONs without indentation (same content, half the size);
+     loading does not need them. Names the packaged CLIP tokenizers in the manifest instead of keeping the
+     exported tokenizer JSONs (the same vocabulary and padding);
   6. prints each text encoder's buffers with their dtypes (CLIP's position_ids must stay int64).
 """
 import argparse
@@ -172,13 +173,30 @@ def build(family, diffusers, transformers, seed):
         unet=unet, scheduler=scheduler, force_zeros_for_empty_prompt=True)
 
 
-def compact_json(path):
-    """Rewrites a tokenizer JSON without the indentation that tokenizers' save adds (3.6 MB -> 2 MB): the same
-    content."""
-    with open(path, encoding="utf-8") as file:
-        content = json.load(file)
-    with open(path, "w", encoding="utf-8") as file:
-        json.dump(content, file, ensure_ascii=False, separators=(",", ":"))
+# The tokenizers the package ships (src/tokenizer.ts, packagedTokenizers): CLIP's vocabulary and each one's pad id.
+PACKAGED_TOKENIZERS = {"clip-vit-large-patch14": 49407, "clip-vit-bigg-14": 0}
+
+
+def name_packaged_tokenizers(out, manifest):
+    """Replaces the exported tokenizer JSONs by the names of the packaged tokenizers they equal (CLIP's vocabulary
+    and merges, the same pad id), so that the bundle needs no 1.7 MB file of its own; rewrites the manifest."""
+    with open(CLIP_TOKENIZER, encoding="utf-8") as file:
+        clip = json.load(file)["model"]
+    for role in ("tokenizer", "tokenizer_2"):
+        if role not in manifest["files"]:
+            continue
+        path = os.path.join(out, manifest["files"][role])
+        with open(path, encoding="utf-8") as file:
+            exported = json.load(file)
+        merges = [" ".join(pair) if isinstance(pair, list) else pair for pair in exported["model"]["merges"]]
+        if exported["model"]["vocab"] != clip["vocab"] or merges != clip["merges"]:
+            raise SystemExit(f"make_diffusers_bundles: {path} is not CLIP's vocabulary")
+        pad_id = exported["padding"]["pad_id"]
+        manifest["files"][role] = next(name for name, pad in PACKAGED_TOKENIZERS.items() if pad == pad_id)
+        os.remove(path)
+    with open(os.path.join(out, "manifest.json"), "w") as file:
+        json.dump(manifest, file, indent=2)
+        file.write("\n")
 
 
 def show_buffers(path):
@@ -224,8 +242,7 @@ def main(argv=None):
             for name in manifest["files"].values():
                 if name.endswith(".pt"):
                     strip_sources(os.path.join(out, name))
-                elif name.endswith(".json"):
-                    compact_json(os.path.join(out, name))
+            name_packaged_tokenizers(out, manifest)
             for name in ("text_encoder", "text_encoder_2"):
                 if name in manifest["files"]:
                     show_buffers(os.path.join(out, manifest["files"][name]))

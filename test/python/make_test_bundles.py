@@ -275,9 +275,9 @@ def write_bundle(name: str, family: str, resolution: int, scaling_factor: float,
     folder = os.path.join(WEIGHTS, name)
     os.makedirs(folder, exist_ok=True)
     files = {role: save(folder, f"{role}.pt", module) for role, module in modules.items()}
-    files["tokenizer"] = "../clip/tokenizer.json"
+    files["tokenizer"] = "clip-vit-large-patch14"  # the package's CLIP tokenizer (src/tokenizer.ts)
     if "text_encoder_2" in modules:
-        files["tokenizer_2"] = "../clip/tokenizer.json"
+        files["tokenizer_2"] = "clip-vit-large-patch14"
     manifest = {
         "format": "easyinv-bundle/1", "family": family, "name": f"easyinv/{name}",
         "description": "small real-architecture test bundle: random UNet and text encoders, designed VAE",

@@ -48,6 +48,7 @@ import sys
 
 import torch
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROMPTS = {"empty": "", "prompt": "a photograph of an astronaut riding a horse"}
 GUIDANCES = (1.0, 5.0)
 STEPS = (10, 50)
@@ -162,6 +163,21 @@ def spec_alpha_bars(config):
     return torch.cumprod(1 - betas, dim=0)
 
 
+# The tokenizers the package ships (src/tokenizer.ts): CLIP's vocabulary with each text encoder's pad token.
+PACKAGED_TOKENIZERS = {"clip-vit-large-patch14": ("<|endoftext|>", 49407), "clip-vit-bigg-14": ("!", 0)}
+
+
+def load_tokenizer(tokenizers, folder, entry):
+    """A bundle's tokenizer as diffusers calls it (padded and truncated to 77): a packaged name or a file."""
+    if entry not in PACKAGED_TOKENIZERS:
+        return tokenizers.Tokenizer.from_file(os.path.join(folder, entry))
+    tokenizer = tokenizers.Tokenizer.from_file(os.path.join(REPO, "weights", "clip", "tokenizer.json"))
+    pad_token, pad_id = PACKAGED_TOKENIZERS[entry]
+    tokenizer.enable_padding(length=77, pad_id=pad_id, pad_token=pad_token)
+    tokenizer.enable_truncation(77)
+    return tokenizer
+
+
 class Bundle:
     def __init__(self, folder):
         import tokenizers
@@ -170,8 +186,7 @@ class Bundle:
         files = self.manifest["files"]
         self.family = self.manifest["family"]
         self.unet = torch.jit.load(os.path.join(folder, files["unet"]))
-        self.encoders = [(torch.jit.load(os.path.join(folder, files[name])),
-                          tokenizers.Tokenizer.from_file(os.path.join(folder, files[role])))
+        self.encoders = [(torch.jit.load(os.path.join(folder, files[name])), load_tokenizer(tokenizers, folder, files[role]))
                          for name, role in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"))
                          if name in files]
         self.abar = spec_alpha_bars(self.manifest["scheduler"])
