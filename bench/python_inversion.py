@@ -78,17 +78,20 @@ def main() -> None:
     with torch.inference_mode():
         ids = torch.full((1, 77), 49407, dtype=torch.int64, device=device)
         ids[0, 0] = 49406
-        extra = []
-        if manifest["family"] == "sdxl":
+        sdxl = manifest["family"] == "sdxl"
+        if "text_encoder" not in manifest["files"]:  # a UNet-only bundle: zeros, as easyinv encodes '' there
+            cond = torch.zeros(1, *manifest["cond_shape"], dtype=dtype, device=device)
+            pooled = torch.zeros(1, manifest.get("pooled_dim", 1280), dtype=dtype, device=device)
+        elif sdxl:
             first = load("text_encoder")(ids)
             second, pooled = load("text_encoder_2")(ids)
             cond = torch.cat([first, second], -1)
+        else:
+            cond = load("text_encoder")(ids)
+        extra = []
+        if sdxl:
             side = manifest["resolution"]
             extra = [pooled.repeat(batch, 1), torch.tensor([[side, side, 0, 0, side, side]] * batch, dtype=dtype, device=device)]
-        elif "text_encoder" in manifest["files"]:
-            cond = load("text_encoder")(ids)
-        else:
-            cond = torch.zeros(1, *manifest["cond_shape"], dtype=dtype, device=device)
         guided = args.guidance != 1
         rows = 2 * batch if guided else batch  # guidance: one call on [uncond; cond], as easyinv makes it
         cond = cond.repeat(rows, 1, 1)

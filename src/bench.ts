@@ -31,8 +31,13 @@ export interface BenchOptions {
   guidance?: number;
   /** How the models load: channels_last order, CUDA graphs (ModelOptions). */
   modelOptions?: Pick<ModelOptions, 'channelsLast' | 'cudaGraphs'>;
-  /** The Python interpreter with torch for the reference loop; undefined: look for python3, then skip. */
-  python?: string;
+  /** The Python interpreter with torch for the reference loop; undefined: look for python3, then skip; null: skip. */
+  python?: string | null;
+  /**
+   * Asked before each timed run: once it returns true, nothing new starts and bench reports what it measured (a
+   * time budget). Rows of methods never timed are left out.
+   */
+  shouldStop?: () => boolean;
 }
 
 export interface BenchRow {
@@ -114,29 +119,48 @@ async function pythonLoop(python: string, bundle: string, model: Model, steps: n
   };
 }
 
-export async function bench(options: BenchOptions, onRow?: (row: BenchRow) => void): Promise<{ rows: BenchRow[]; python: string | null }> {
-  const { steps = 50, repeats = 5, batches = [1, 4, 16], guidance = 1 } = options;
+/** The rows; the Python used (null: none found); why the Python loop failed, if it did (our rows are kept). */
+export interface BenchResult {
+  rows: BenchRow[];
+  python: string | null;
+  pythonError?: string;
+}
+
+export async function bench(options: BenchOptions, onRow?: (row: BenchRow) => void): Promise<BenchResult> {
+  const { steps = 50, repeats = 5, batches = [1, 4, 16], guidance = 1, shouldStop = () => false } = options;
   if (!Number.isInteger(repeats) || repeats < 1) rangeError(`repeats must be an integer >= 1, not ${repeats}`);
   if (!(guidance >= 0 && Number.isFinite(guidance))) rangeError(`guidance must be a finite number >= 0, not ${guidance}`);
-  const python = findPython(options.python);
+  const python = options.python === null ? undefined : findPython(options.python);
   const rows: BenchRow[] = [];
+  let pythonError: string | undefined;
+  const report = (row: BenchRow) => {
+    rows.push(row);
+    onRow?.(row);
+  };
   for (const dtype of options.dtypes) {
+    if (shouldStop()) break;
     const bundle = bundleFor(options.models, dtype);
     const model = await loadModel(bundle, { ...options.modelOptions, device: options.device, dtype });
     const { channels, size } = model.manifest.latent;
     const latents = async (batch: number) => addon.Tensor.randn([batch, channels, size, size], { seed: 0, device: model.device, dtype: model.dtype });
-    const single = await latents(1);
-    const reference = python ? await pythonLoop(python, bundle, model, steps, guidance) : undefined;
     const timed = options.methods.map((method) => ({ method, steps: stepsFor(method, steps), seconds: [] as number[], unetCalls: 0, peak: null as number | null }));
     const bare: number[] = [];
     const pythonSeconds: number[] = [];
+    let single: Tensor | undefined;
+    let reference: Awaited<ReturnType<typeof pythonLoop>> | undefined;
     try {
+      single = await latents(1);
+      reference = python ? await pythonLoop(python, bundle, model, steps, guidance).catch((error: Error) => {
+        pythonError = error.message;
+        return undefined;
+      }) : undefined;
       // Warm-up: the TorchScript profiling runs and the allocator's first blocks, for every timed thing.
       for (const entry of timed) await timeInversion(model, single, entry.method, entry.steps, guidance);
       await timeBareForwards(model, single, steps, guidance);
-      for (let round = 0; round < repeats; round++) {
+      for (let round = 0; round < repeats && !shouldStop(); round++) {
         const order = timed.map((_, i) => timed[(i + round) % timed.length]);
         for (const entry of order) {
+          if (shouldStop()) break;
           const timing = await timeInversion(model, single, entry.method, entry.steps, guidance);
           entry.seconds.push(timing.seconds);
           entry.unetCalls = timing.unetCalls;
@@ -145,40 +169,43 @@ export async function bench(options: BenchOptions, onRow?: (row: BenchRow) => vo
         bare.push(await timeBareForwards(model, single, steps, guidance));
         if (reference) pythonSeconds.push(await reference.time());
       }
+      for (const entry of timed.filter((e) => e.seconds.length > 0)) {
+        const seconds = median(entry.seconds);
+        const imagesPerSecond: Record<number, number> = { 1: 1 / seconds };
+        for (const batch of batches.filter((b) => b !== 1 && (options.batchMethods ?? options.methods).includes(entry.method))) {
+          if (shouldStop()) break;
+          const z0 = await latents(batch);
+          const runs: number[] = [];
+          try {
+            for (let i = 0; i < Math.max(3, Math.floor(repeats / 2)); i++) runs.push((await timeInversion(model, z0, entry.method, entry.steps, guidance)).seconds);
+          } finally {
+            z0.dispose();
+          }
+          imagesPerSecond[batch] = batch / median(runs);
+        }
+        const row: BenchRow = {
+          method: entry.method, dtype, steps: entry.steps, seconds, spread: spreadOf(entry.seconds),
+          microsecondsPerCall: (seconds / entry.unetCalls) * 1e6, unetCalls: entry.unetCalls, peakMemoryBytes: entry.peak, imagesPerSecond,
+        };
+        if (pythonSeconds.length > 0 && (entry.method === 'ddim' || entry.method === 'easyinv')) {
+          row.pythonSeconds = median(pythonSeconds);
+          row.pythonSpread = spreadOf(pythonSeconds);
+        }
+        report(row);
+      }
+      if (bare.length > 0) {
+        report({
+          method: 'unet-forward', dtype, steps, seconds: median(bare), spread: spreadOf(bare), microsecondsPerCall: (median(bare) / steps) * 1e6,
+          unetCalls: steps, peakMemoryBytes: null, imagesPerSecond: {},
+        });
+      }
     } finally {
       reference?.close();
+      single?.dispose();
+      model.dispose();
     }
-    for (const entry of timed) {
-      const seconds = median(entry.seconds);
-      const imagesPerSecond: Record<number, number> = { 1: 1 / seconds };
-      for (const batch of batches.filter((b) => b !== 1 && (options.batchMethods ?? options.methods).includes(entry.method))) {
-        const z0 = await latents(batch);
-        const runs: number[] = [];
-        for (let i = 0; i < Math.max(3, Math.floor(repeats / 2)); i++) runs.push((await timeInversion(model, z0, entry.method, entry.steps, guidance)).seconds);
-        imagesPerSecond[batch] = batch / median(runs);
-        z0.dispose();
-      }
-      const row: BenchRow = {
-        method: entry.method, dtype, steps: entry.steps, seconds, spread: spreadOf(entry.seconds),
-        microsecondsPerCall: (seconds / entry.unetCalls) * 1e6, unetCalls: entry.unetCalls, peakMemoryBytes: entry.peak, imagesPerSecond,
-      };
-      if (pythonSeconds.length > 0 && (entry.method === 'ddim' || entry.method === 'easyinv')) {
-        row.pythonSeconds = median(pythonSeconds);
-        row.pythonSpread = spreadOf(pythonSeconds);
-      }
-      rows.push(row);
-      onRow?.(row);
-    }
-    const bareRow: BenchRow = {
-      method: 'unet-forward', dtype, steps, seconds: median(bare), spread: spreadOf(bare), microsecondsPerCall: (median(bare) / steps) * 1e6,
-      unetCalls: steps, peakMemoryBytes: null, imagesPerSecond: {},
-    };
-    rows.push(bareRow);
-    onRow?.(bareRow);
-    single.dispose();
-    model.dispose();
   }
-  return { rows, python: python ?? null };
+  return { rows, python: python ?? null, ...(pythonError === undefined ? {} : { pythonError }) };
 }
 
 export function benchTable(rows: BenchRow[], batches: number[]): string {

@@ -2,10 +2,15 @@
 // JPEG and WebP (and whatever else libvips reads) in; PNG, JPEG or WebP out; tensors [B, 3, H, W] in [0, 1].
 import * as fs from 'fs';
 import * as path from 'path';
-import sharp from 'sharp';
+import type Sharp from 'sharp';
 
 import { failure, rangeError, typeError } from './errors';
 import { addon, type Tensor } from './native';
+
+// Loaded on first use: libvips is three quarters of the installed package, and code that never touches an image (a
+// benchmark, a worker that inverts latents) runs without it.
+let loadedSharp: typeof Sharp | undefined;
+const sharp = ((...args: unknown[]) => Reflect.apply((loadedSharp ??= require('sharp') as typeof Sharp), undefined, args)) as typeof Sharp;
 
 /** 'fill' stretches to a square, as the reference code's resize does; 'cover' crops to the centre square first. */
 export type Fit = 'fill' | 'cover';

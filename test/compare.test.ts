@@ -224,6 +224,20 @@ describe('easyinv bench', () => {
     if (python) expect(rows[0].pythonSeconds).toBeGreaterThan(0);
   }, 120_000);
 
+  test('a UNet-only SDXL bundle (bench:gpu\'s full-size ones): both loops condition on zeros, Python\'s too', async () => {
+    const bundle = path.join(scratch, 'sdxl-unet-only');
+    fs.mkdirSync(bundle);
+    fs.copyFileSync(path.join(weights, 'test-sdxl', 'unet.pt'), path.join(bundle, 'unet.pt'));
+    const manifest = JSON.parse(fs.readFileSync(path.join(weights, 'test-sdxl', 'manifest.json'), 'utf8'));
+    fs.writeFileSync(path.join(bundle, 'manifest.json'), JSON.stringify({ ...manifest, files: { unet: 'unet.pt' } }));
+    const { stdout } = await promisify(execFile)(process.execPath, [cli, 'bench', '--model', bundle,
+      '--steps', '2', '--repeats', '1', '--batches', '1', '--methods', 'ddim', '--guidance', '3', '--json']);
+    const { rows, python, pythonError } = JSON.parse(stdout);
+    expect(pythonError).toBeUndefined();
+    expect(rows.map((r: { method: string }) => r.method)).toEqual(['ddim', 'unet-forward']);
+    if (python) expect(rows[0].pythonSeconds).toBeGreaterThan(0);
+  }, 120_000);
+
   test('--repeats 0 is a clear error before anything runs', async () => {
     await expect(promisify(execFile)(process.execPath, [cli, 'bench', '--model', path.join(weights, 'test-sdxl'), '--repeats', '0']))
       .rejects.toThrow(/repeats must be an integer >= 1, not 0/);

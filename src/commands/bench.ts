@@ -6,7 +6,7 @@ import { dtypes, list, loadingOptions, models, number, report, UsageError, type 
 export async function benchCommand(flags: Flags): Promise<void> {
   const batches = flags.batches === undefined ? [1, 4, 16] : flags.batches.split(',').map(Number);
   if (batches.some((b) => !Number.isInteger(b) || b < 1)) throw new UsageError('--batches takes positive integers, e.g. 1,4,16');
-  const { rows, python } = await bench({
+  const { rows, python, pythonError } = await bench({
     models: models(flags),
     dtypes: dtypes(flags),
     methods: list<MethodName>(flags, 'methods', methodNames, ['ddim', 'easyinv', 'renoise', 'fixed-point']),
@@ -17,5 +17,6 @@ export async function benchCommand(flags: Flags): Promise<void> {
     modelOptions: loadingOptions(flags),
     batches,
   }, flags.json || !process.stderr.isTTY ? undefined : (row) => process.stderr.write(`${row.method} ${row.dtype}: ${row.seconds.toFixed(4)} s\n`));
-  report(flags, { rows, python }, `${benchTable(rows, batches)}\n\nPython loop: ${python ?? 'skipped (no python3 with torch)'}`);
+  const pythonLine = pythonError ? `failed: ${pythonError}` : python ?? 'skipped (no python3 with torch)';
+  report(flags, { rows, python, pythonError }, `${benchTable(rows, batches)}\n\nPython loop: ${pythonLine}`);
 }
