@@ -99,6 +99,8 @@ export interface Capabilities {
   cudnn: boolean;
   cudaBuild: boolean;
   threads: number;
+  /** Whether this build loads compiled .pt2 bundles (AOTInductor packages: LibTorch >= 2.6). */
+  compiledBundles: boolean;
   /** The NVRTC builtins library the addon loaded by path for LibTorch's runtime compiler (CUDA builds); else null. */
   nvrtcBuiltins: string | null;
   devices: DeviceCapabilities[];

@@ -20,6 +20,7 @@
 #include "convert.h"
 #include "metrics.h"
 #include "module.h"
+#include "network.h"
 #include "nvrtc.h"
 #include "queue.h"
 #include "regularize.h"
@@ -94,6 +95,7 @@ Napi::Value Capabilities(const Napi::CallbackInfo& info) {
 #endif
     );
     result.Set("threads", probe.threads);
+    result.Set("compiledBundles", CompiledPackagesSupported());
     const std::string& builtins = PreloadNvrtcBuiltins();
     result.Set("nvrtcBuiltins", builtins.empty() ? env.Null() : Napi::String::New(env, builtins));
     auto list = Napi::Array::New(env, devices.size());

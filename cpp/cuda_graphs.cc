@@ -79,14 +79,14 @@ class CudaGraphs {
     if (stream_) (void)cudaStreamSynchronize(stream_->stream());  // replays may still run on the graphs freed here
   }
 
-  at::Tensor Replay(torch::jit::Module& module, const std::vector<at::Tensor>& inputs) {
+  at::Tensor Replay(Network& network, const std::vector<at::Tensor>& inputs) {
     const std::string signature = Signature(inputs);
     // A capture that failed fails again the same way: no retry, no warm-up forwards on every later step.
     if (const auto failed = failures_.find(signature); failed != failures_.end()) TORCH_CHECK(false, failed->second);
     Captured& captured = graphs_[signature];
     if (!captured.graph) {
       try {
-        Capture(module, inputs, captured);
+        Capture(network, inputs, captured);
       } catch (const c10::Error& e) {
         Forget(signature, e.what_without_backtrace());
         throw;
@@ -113,7 +113,7 @@ class CudaGraphs {
   }
 
   // Captured on a side stream, as PyTorch does; ThreadLocal mode keeps other threads' CUDA calls legal meanwhile.
-  void Capture(torch::jit::Module& module, const std::vector<at::Tensor>& inputs, Captured& captured) {
+  void Capture(Network& network, const std::vector<at::Tensor>& inputs, Captured& captured) {
     const c10::cuda::CUDAStream queue_stream = c10::cuda::getCurrentCUDAStream();
     const c10::cuda::CUDAStream side = CaptureStream(queue_stream.device_index());
     TORCH_CHECK(side != queue_stream, "the capture stream is the device thread's stream");
@@ -121,16 +121,15 @@ class CudaGraphs {
     if (!pool_) pool_ = at::cuda::graph_pool_handle();  // one pool for all shapes: replays never overlap
     std::vector<at::Tensor> statics;
     for (const auto& input : inputs) statics.push_back(input.clone());  // keeps channels_last strides
-    const std::vector<c10::IValue> arguments(statics.begin(), statics.end());
     auto graph = std::make_unique<at::cuda::CUDAGraph>();
     at::Tensor output;
     Order(queue_stream, side);
     {
       c10::cuda::CUDAStreamGuard on_side(side);
-      for (int i = 0; i < kWarmUpForwards; ++i) module.forward(arguments);
+      for (int i = 0; i < kWarmUpForwards; ++i) network.Run(statics);
       graph->capture_begin(*pool_, cudaStreamCaptureModeThreadLocal);
       try {
-        const c10::IValue result = module.forward(arguments);
+        const c10::IValue result = network.Run(statics);
         TORCH_CHECK(result.isTensor(), "the module returned a ", result.tagKind(), ", not one tensor");
         output = result.toTensor();
         graph->capture_end();
@@ -159,7 +158,7 @@ class CudaGraphs {
 
 class CudaGraphs {
  public:
-  at::Tensor Replay(torch::jit::Module&, const std::vector<at::Tensor>&) {
+  at::Tensor Replay(Network&, const std::vector<at::Tensor>&) {
     TORCH_CHECK(false, "CUDA graphs need a CUDA build of easyinv");
   }
 };
@@ -168,8 +167,8 @@ class CudaGraphs {
 
 std::shared_ptr<CudaGraphs> MakeCudaGraphs() { return std::make_shared<CudaGraphs>(); }
 
-at::Tensor ReplayForward(CudaGraphs& graphs, torch::jit::Module& module, const std::vector<at::Tensor>& inputs) {
-  return graphs.Replay(module, inputs);
+at::Tensor ReplayForward(CudaGraphs& graphs, Network& network, const std::vector<at::Tensor>& inputs) {
+  return graphs.Replay(network, inputs);
 }
 
 }  // namespace easyinv

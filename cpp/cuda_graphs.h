@@ -1,8 +1,10 @@
-// A module's forward captured as CUDA graphs, one per input signature, then replayed. At batch 1 an eager UNet
+// A network's forward (TorchScript or compiled) captured as CUDA graphs, one per input signature, then replayed. At batch 1 an eager UNet
 // forward is bound by the CPU launching its hundreds of kernels one by one; a replay launches them all at once.
 #pragma once
 
 #include <torch/script.h>
+
+#include "network.h"
 
 #include <memory>
 #include <vector>
@@ -16,6 +18,6 @@ std::shared_ptr<CudaGraphs> MakeCudaGraphs();
 
 // The module's output (one tensor) for `inputs`, from the graph captured for their shapes, dtypes and strides. It is
 // the graph's static output, overwritten by the next replay: use it before that. Device thread only.
-at::Tensor ReplayForward(CudaGraphs& graphs, torch::jit::Module& module, const std::vector<at::Tensor>& inputs);
+at::Tensor ReplayForward(CudaGraphs& graphs, Network& network, const std::vector<at::Tensor>& inputs);
 
 }  // namespace easyinv

@@ -6,6 +6,7 @@
 #include "addon.h"
 #include "convert.h"
 #include "cuda_graphs.h"
+#include "network.h"
 #include "queue.h"
 #include "tensor.h"
 
@@ -13,18 +14,13 @@ namespace easyinv {
 namespace {
 
 struct LoadedModule {
-  std::shared_ptr<torch::jit::Module> module;
+  std::shared_ptr<Network> network;
   std::string path;
   c10::Device device;
   c10::ScalarType dtype;
   bool channels_last;
   std::shared_ptr<CudaGraphs> graphs;
 };
-
-// NHWC order for what has image axes: the 4-D parameters, buffers and inputs. Values are unchanged; only strides.
-at::Tensor ChannelsLastIfImage(const at::Tensor& tensor) {
-  return tensor.dim() == 4 ? tensor.contiguous(at::MemoryFormat::ChannelsLast) : tensor;
-}
 
 Napi::Value OutputToJs(Napi::Env env, const c10::IValue& value) {
   if (value.isTensor()) return TensorWrap::Wrap(env, value.toTensor());
@@ -69,24 +65,6 @@ bool FlagOption(const Napi::CallbackInfo& info, size_t index, const char* name) 
   return flag.As<Napi::Boolean>().Value();
 }
 
-// As Python's nn.Module.to(dtype): C++'s Module::to(dtype) would also convert integer buffers (CLIP's int64
-// position_ids), which then fail as embedding indices.
-void ConvertFloatingTensors(torch::jit::Module& module, c10::ScalarType dtype) {
-  auto convert = [dtype](at::Tensor tensor) {
-    if (tensor.is_floating_point() && tensor.scalar_type() != dtype) tensor.set_data(tensor.to(dtype));
-  };
-  for (const auto& parameter : module.parameters()) convert(parameter);
-  for (const auto& buffer : module.buffers()) convert(buffer);
-}
-
-void ConvertToChannelsLast(torch::jit::Module& module) {
-  auto convert = [](at::Tensor tensor) {
-    if (tensor.dim() == 4) tensor.set_data(ChannelsLastIfImage(tensor));
-  };
-  for (const auto& parameter : module.parameters()) convert(parameter);
-  for (const auto& buffer : module.buffers()) convert(buffer);
-}
-
 }  // namespace
 
 Napi::Function ModuleWrap::Define(Napi::Env env) {
@@ -109,7 +87,7 @@ ModuleWrap::ModuleWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Module
     ThrowType(info.Env(), "Module cannot be constructed directly: use loadModule(path, options)");
   }
   const LoadedModule& loaded = *info[0].As<Napi::External<LoadedModule>>().Data();
-  module_ = loaded.module;
+  network_ = loaded.network;
   path_ = loaded.path;
   device_ = loaded.device;
   dtype_ = loaded.dtype;
@@ -130,31 +108,27 @@ Napi::Value ModuleWrap::Load(const Napi::CallbackInfo& info) {
     throw Napi::RangeError::New(env, "easyinv: cudaGraphs needs a CUDA device, not " + DeviceName(device));
   }
   auto work = [path, device, dtype, channels_last, cuda_graphs] {
-    c10::InferenceMode normal_tensors(false);  // parameters must stay ordinary tensors for set_data
-    auto module = std::make_shared<torch::jit::Module>(torch::jit::load(path, device));
-    ConvertFloatingTensors(*module, dtype);
-    if (channels_last) ConvertToChannelsLast(*module);
-    module->eval();
-    return LoadedModule{module, path, device, dtype, channels_last, cuda_graphs ? MakeCudaGraphs() : nullptr};
+    return LoadedModule{LoadNetwork(path, device, dtype, channels_last), path, device, dtype, channels_last,
+                        cuda_graphs ? MakeCudaGraphs() : nullptr};
   };
   auto deliver = [](Napi::Env env, LoadedModule& loaded) -> Napi::Value {
     return AddonOf(env).module_class.New({Napi::External<LoadedModule>::New(env, &loaded)});
   };
-  return Schedule(env, device, "loading TorchScript module '" + path + "'", work, deliver);
+  return Schedule(env, device, "loading module '" + path + "'", work, deliver);
 }
 
 Napi::Value ModuleWrap::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!module_) throw Napi::Error::New(env, "easyinv: module '" + path_ + "' has been disposed");
-  std::vector<c10::IValue> inputs;
+  if (!network_) throw Napi::Error::New(env, "easyinv: module '" + path_ + "' has been disposed");
+  std::vector<at::Tensor> inputs;
   for (size_t i = 0; i < info.Length(); ++i) {
-    inputs.emplace_back(TensorWrap::Extract(env, info[i], "forward argument " + std::to_string(i + 1)));
+    inputs.push_back(TensorWrap::Extract(env, info[i], "forward argument " + std::to_string(i + 1)));
   }
-  auto work = [module = module_, inputs, channels_last = channels_last_]() mutable {
+  auto work = [network = network_, inputs, channels_last = channels_last_]() mutable {
     if (channels_last) {
-      for (auto& input : inputs) input = ChannelsLastIfImage(input.toTensor());
+      for (auto& input : inputs) input = ChannelsLastIfImage(input);
     }
-    return module->forward(inputs);
+    return network->Run(inputs);
   };
   return Schedule(env, device_, "forward of module '" + path_ + "'", work, OutputToJs);
 }
@@ -164,7 +138,7 @@ Napi::Value ModuleWrap::Forward(const Napi::CallbackInfo& info) {
 // handoff to JS between them, and with cudaGraphs the forward is a graph replay.
 Napi::Value ModuleWrap::Denoise(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!module_) throw Napi::Error::New(env, "easyinv: module '" + path_ + "' has been disposed");
+  if (!network_) throw Napi::Error::New(env, "easyinv: module '" + path_ + "' has been disposed");
   at::Tensor latents = TensorWrap::Extract(env, info[0], "latents");
   at::Tensor timesteps = TensorWrap::Extract(env, info[1], "timesteps");
   if (!info[2].IsArray()) ThrowType(env, "conditioning must be an array of Tensors");
@@ -189,13 +163,12 @@ Napi::Value ModuleWrap::Denoise(const Napi::CallbackInfo& info) {
                                          " rows), not " + ShapeText(latents.sizes()) + " and " +
                                          ShapeText(timesteps.sizes()));
   }
-  auto work = [module = module_, graphs = graphs_, latents, timesteps, conditioning, guidance, weights,
+  auto work = [network = network_, graphs = graphs_, latents, timesteps, conditioning, guidance, weights,
                channels_last = channels_last_] {
     at::Tensor sample = guidance == 1 ? latents : at::cat({latents, latents});
     std::vector<at::Tensor> inputs = {channels_last ? ChannelsLastIfImage(sample) : sample, timesteps};
     inputs.insert(inputs.end(), conditioning.begin(), conditioning.end());
-    const c10::IValue output = graphs ? ReplayForward(*graphs, *module, inputs)
-                                      : module->forward(std::vector<c10::IValue>(inputs.begin(), inputs.end()));
+    const c10::IValue output = graphs ? ReplayForward(*graphs, *network, inputs) : network->Run(inputs);
     // A wrong output must not reach the step: a [B, 1, h, w] one would broadcast.
     const bool noise_shaped = output.isTensor() && output.toTensor().sizes() == sample.sizes();
     TORCH_CHECK(noise_shaped, "the UNet returned ", Described(output), "; a noise prediction is one tensor of the "
@@ -213,12 +186,12 @@ Napi::Value ModuleWrap::Denoise(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value ModuleWrap::Dispose(const Napi::CallbackInfo& info) {
-  module_.reset();
+  network_.reset();
   graphs_.reset();  // their memory pools hold every captured shape's activations; queued steps keep their own
   return info.Env().Undefined();
 }
 
-Napi::Value ModuleWrap::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !module_); }
+Napi::Value ModuleWrap::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !network_); }
 
 Napi::Value ModuleWrap::Path(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), path_); }
 

@@ -1,4 +1,5 @@
-// Module: a TorchScript module loaded on one device in one dtype; forward runs on that device's thread.
+// Module: a TorchScript module or a compiled .pt2 package on one device in one dtype; forward runs on that device's
+// thread.
 #pragma once
 
 #include <napi.h>
@@ -7,6 +8,7 @@
 #include <memory>
 
 #include "cuda_graphs.h"
+#include "network.h"
 
 namespace easyinv {
 
@@ -28,7 +30,7 @@ class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
   Napi::Value ChannelsLast(const Napi::CallbackInfo& info);
   Napi::Value CudaGraphsEnabled(const Napi::CallbackInfo& info);
 
-  std::shared_ptr<torch::jit::Module> module_;  // null once disposed; queued forwards hold their own reference
+  std::shared_ptr<Network> network_;  // null once disposed; queued forwards hold their own reference
   std::string path_;
   c10::Device device_{c10::kCPU};
   c10::ScalarType dtype_ = c10::kFloat;

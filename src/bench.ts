@@ -29,8 +29,8 @@ export interface BenchOptions {
   batchMethods?: MethodName[];
   /** Classifier-free guidance weight (1: none; otherwise every UNet call runs on the doubled batch). */
   guidance?: number;
-  /** How the models load: channels_last order, CUDA graphs (ModelOptions). */
-  modelOptions?: Pick<ModelOptions, 'channelsLast' | 'cudaGraphs'>;
+  /** How the models load: channels_last order, CUDA graphs, the files' check (ModelOptions). */
+  modelOptions?: Pick<ModelOptions, 'channelsLast' | 'cudaGraphs' | 'verifyFiles'>;
   /** The Python interpreter with torch for the reference loop; undefined: look for python3, then skip; null: skip. */
   python?: string | null;
   /**

@@ -18,7 +18,7 @@ const root = path.join(__dirname, '..');
 const commonOptions = `Options: --device cpu|cuda[:i]  --dtype float32|float16  --steps N  --prompt TEXT  --negative-prompt TEXT
          --guidance W  --fit fill|cover  --channels-last (UNet and VAE in NHWC order)
          --cuda-graphs (UNet steps replay CUDA graphs)  --tf32 (TF32 float32 math on CUDA)  --cudnn-benchmark
-         --json (machine-readable output)`;
+         --skip-file-check (load without checking the files' SHA-256s)  --json (machine-readable output)`;
 const methodOptions = `Method options: --method ${methodNames.join('|')}  --eta E  --window START,END (easyinv)
                 --refinements K (fixed-point)  --iterations K  --seed S (renoise)`;
 

@@ -1,5 +1,6 @@
 // A model bundle's manifest.json (the project's spec, section 3), read and checked once, at load: every field the
 // library uses is named with the form it must have, so no later step fails on a missing or malformed one.
+import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 
@@ -26,6 +27,8 @@ export interface Manifest {
   /** The dtypes the modules run in, when more than the traced one (scripted modules convert cleanly). */
   dtypes?: ModelDtype[];
   files: { unet: string; [module: string]: string };
+  /** The SHA-256 of each file of the bundle, by file name, as written at export (hex). */
+  sha256?: Record<string, string>;
   [unknown: string]: unknown;
 }
 
@@ -82,7 +85,34 @@ export function manifestProblems(manifest: unknown): string[] {
   } else {
     problems.push(`"files" is ${JSON.stringify(m.files) ?? 'missing'}; expected an object of file names`);
   }
+  if (m.sha256 !== undefined) {
+    const digests = m.sha256 !== null && typeof m.sha256 === 'object' && !Array.isArray(m.sha256) ? Object.entries(m.sha256) : [];
+    if (digests.length === 0 || !digests.every(([, digest]) => typeof digest === 'string' && /^[0-9a-f]{64}$/.test(digest))) {
+      problems.push(`"sha256" is ${JSON.stringify(m.sha256)}; expected an object of 64-digit hex SHA-256 digests by file name`);
+    }
+  }
   return problems;
+}
+
+/**
+ * Checks each file the manifest records a SHA-256 for against it, before LibTorch reads any (a truncated, corrupt or
+ * replaced file is then an error that names it, not LibTorch's; a .pt2 package holds native code that loading runs).
+ */
+export async function verifyFiles(dir: string, manifest: Manifest): Promise<void> {
+  for (const [name, expected] of Object.entries(manifest.sha256 ?? {})) {
+    const file = path.join(dir, name);
+    const hash = crypto.createHash('sha256');
+    try {
+      for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+    } catch (error) {
+      throw bundleError(dir, `has a SHA-256 for ${name}, which cannot be read: ${(error as Error).message}`);
+    }
+    const actual = hash.digest('hex');
+    if (actual !== expected) {
+      throw bundleError(dir, `has a file ${name} (${fs.statSync(file).size} bytes) whose SHA-256 is not the one its manifest ` +
+        `records: it is truncated, corrupt or replaced (expected ${expected}, found ${actual}). Copy or export the bundle again`);
+    }
+  }
 }
 
 export function readManifest(dir: string): Manifest {

@@ -5,7 +5,7 @@ import * as path from 'path';
 
 import { failure, rangeError, typeError } from './errors';
 import { readImage, type Fit, type ImageSource } from './image';
-import { bundleError, compareVersions, readManifest, writerVersion, type Family, type Manifest, type ModelDtype } from './manifest';
+import { bundleError, compareVersions, readManifest, verifyFiles, writerVersion, type Family, type Manifest, type ModelDtype } from './manifest';
 import { loadModule, Module } from './module';
 import { addon, disposeAll, isTensor, type Tensor } from './native';
 import type { SchedulerConfig } from './schedule';
@@ -19,6 +19,8 @@ export interface ModelOptions {
   /** CUDA: the UNet's steps replay a CUDA graph captured per batch shape instead of launching each kernel (same
    * values within float rounding; the first step of each shape captures). */
   cudaGraphs?: boolean;
+  /** Check each file against the SHA-256 its manifest records before loading (default true; false skips it). */
+  verifyFiles?: boolean;
 }
 
 /**
@@ -86,6 +88,7 @@ export class Model {
       throw bundleError(dir, `was traced in ${manifest.dtype}, not ${dtype}: export one in ${dtype} ` +
         `(tools/export_sd.py --dtype ${dtype})`);
     }
+    if (options.verifyFiles ?? true) await verifyFiles(dir, manifest);
     const { files } = manifest;
     const channelsLast = options.channelsLast ?? false;
     const load = (name?: string, cudaGraphs?: boolean) =>
@@ -113,6 +116,15 @@ export class Model {
     return this.manifest.resolution;
   }
 
+  /** A compiled bundle's modules take the batch sizes they were exported for (manifest export.batch); others throw. */
+  private checkBatch(rows: number, why = ''): void {
+    const accepted = (this.manifest.export as { batch?: [number, number] } | undefined)?.batch;
+    if (accepted && !(rows >= accepted[0] && rows <= accepted[1])) {
+      rangeError(`the compiled bundle at ${this.dir} takes batches of ${accepted[0]} to ${accepted[1]}, not ${rows}${why}: ` +
+        'split the batch, or export with a larger --max-batch');
+    }
+  }
+
   /**
    * Clean latents [B, C, h, w] (scaled by the VAE's scaling factor) of an image file, resized to the bundle's
    * resolution, or of an image Tensor [B, 3, H, W] in [-1, 1].
@@ -131,6 +143,7 @@ export class Model {
     } else {
       source = input;
     }
+    this.checkBatch(source.shape[0]);
     const typed = await source.to({ device: this.device, dtype: this.dtype });
     const mean = (await encoder.forward(typed)) as Tensor;
     const latent = await mean.affine(this.manifest.latent.scaling_factor, 0);
@@ -142,6 +155,7 @@ export class Model {
   async decode(latents: Tensor): Promise<Tensor> {
     const decoder = this.parts.vaeDecoder;
     if (!decoder) throw bundleError(this.dir, 'has no VAE decoder, so it cannot make images');
+    this.checkBatch(latents.shape[0]);
     const unscaled = await latents.affine(1 / this.manifest.latent.scaling_factor, 0);
     const typed = await unscaled.to({ device: this.device, dtype: this.dtype });
     const decoded = (await decoder.forward(typed)) as Tensor;
@@ -231,6 +245,8 @@ export class Model {
    * instead of eps (a DDIM-type step), all in one native job.
    */
   denoise(latents: Tensor, timesteps: Tensor, condition: Condition, weights?: [number, number]): Promise<Tensor> {
+    const guided = condition.guidance !== 1;
+    this.checkBatch(latents.shape[0] * (guided ? 2 : 1), guided ? ' (guidance doubles the batch)' : '');
     const added = condition.textEmbeds && condition.timeIds ? [condition.textEmbeds, condition.timeIds] : [];
     return this.unet.denoise(latents, timesteps, [condition.states, ...added], condition.guidance, weights);
   }

@@ -21,6 +21,13 @@ The modules (torch.jit.trace, every input positional, traced at batch 1 at the b
   tokenizer.json / tokenizer_2.json  the fast CLIP tokenizers, set to truncate and pad to 77 tokens (with the
                 checkpoint's pad token) as the diffusers pipelines call them.
 
+--format pt2 compiles each module instead (torch.export with a dynamic batch axis on every input, 1 to --max-batch,
+then AOTInductor) into a .pt2 package: fused kernels and the weights, loaded by easyinv built against a LibTorch of
+this very PyTorch version (2.6 or newer). A package holds a compiled shared library: loading it runs native code. The
+check below runs the package as it does the trace. Compiling takes minutes per module.
+
+Every file's SHA-256 goes into manifest "sha256"; easyinv checks the files against it before loading them.
+
 The check: after tracing, each traced module and the eager module it came from run on a fresh random input of
 batch --check-batch (2 by default, so a trace that baked in batch 1 fails here, not later); the traced module runs
 twice (the second call runs the TorchScript executor's optimized graph). The largest absolute difference goes into
@@ -48,6 +55,7 @@ tests in tools/test_export_sd.py run them with torch only).
 """
 import argparse
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -111,6 +119,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "(e.g. madebyollin/sdxl-vae-fp16-fix for SDXL in float16)")
     parser.add_argument("--name", default=None,
                         help="the bundle's name in its manifest (default: --model)")
+    parser.add_argument("--format", choices=("torchscript", "pt2"), default="torchscript",
+                        help="torchscript: torch.jit.trace into .pt files (any LibTorch as new as this PyTorch); "
+                             "pt2: torch.export and AOTInductor into compiled .pt2 packages (fused kernels; easyinv "
+                             "built against LibTorch >= 2.6, the same version as this PyTorch)")
+    parser.add_argument("--max-batch", type=int, default=64,
+                        help="pt2: the largest batch a package accepts (default 64; guidance doubles the batch)")
     parser.add_argument("--check-batch", type=int, default=2, help="batch size of the check input (default: 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the example and check inputs (default: 0)")
     args = parser.parse_args(argv)
@@ -126,6 +140,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--resolution {args.resolution} must be a positive multiple of 8")
     if args.check_batch < 1:
         parser.error("--check-batch must be at least 1")
+    if args.max_batch < 2:
+        parser.error("--max-batch must be at least 2")
     if args.modules is not None:
         names = tuple(dict.fromkeys(name.strip() for name in args.modules.split(",") if name.strip()))
         unknown = [name for name in names if name not in MODULES["sdxl"]]
@@ -396,6 +412,32 @@ def trace(wrapper, inputs):
         return torch.jit.trace(wrapper, inputs, check_trace=False)
 
 
+def compile_pt2(wrapper, inputs, path: str, max_batch: int):
+    """torch.export with a dynamic batch (every input's first axis), then AOTInductor into the package `path`; returns
+    the package loaded in this process, for the check. `inputs` must have a batch of 2 or more: export specialises
+    a batch of 1."""
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    with torch.no_grad():
+        program = torch.export.export(wrapper, inputs, dynamic_shapes=tuple({0: batch} for _ in inputs))
+        torch._inductor.aoti_compile_and_package(program, package_path=path)
+    return torch._inductor.aoti_load_package(path)
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_digests(out: str, files: dict) -> dict:
+    """SHA-256 of each file of the bundle, by file name: easyinv checks them before loading (a truncated or replaced
+    file is then a clear error, not LibTorch's)."""
+    return {name: sha256_of(os.path.join(out, name)) for name in sorted(set(files.values()))
+            if os.path.isfile(os.path.join(out, name))}
+
+
 def _tensors(output) -> list:
     return list(output) if isinstance(output, (tuple, list)) else [output]
 
@@ -542,12 +584,19 @@ def export(args, checkpoint=None) -> dict:
         eager = checkpoint.load(name, dtype, device)
         module_spec = dict(spec, vocab_size=getattr(getattr(eager, "config", None), "vocab_size", 49408))
         wrapper = wrap(name, family, eager)
-        print(f"export_sd: {name}: tracing", file=sys.stderr)
-        traced = trace(wrapper, example_inputs(name, module_spec, 1, device, dtype, generator))
+        if args.format == "pt2":
+            files[name] = f"{name}.pt2"
+            print(f"export_sd: {name}: exporting and compiling (minutes)", file=sys.stderr)
+            traced = compile_pt2(wrapper, example_inputs(name, module_spec, 2, device, dtype, generator),
+                                 os.path.join(args.out, files[name]), args.max_batch)
+        else:
+            files[name] = f"{name}.pt"
+            print(f"export_sd: {name}: tracing", file=sys.stderr)
+            traced = trace(wrapper, example_inputs(name, module_spec, 1, device, dtype, generator))
         inputs = example_inputs(name, module_spec, args.check_batch, device, dtype, generator)
         check[name] = check_trace(name, traced, wrapper, inputs, args.dtype, allow_nonfinite=args.random_weights)
-        files[name] = f"{name}.pt"
-        traced.save(os.path.join(args.out, files[name]))
+        if args.format == "torchscript":
+            traced.save(os.path.join(args.out, files[name]))
         print(f"export_sd: {name}: wrote {files[name]} (check {check[name]})", file=sys.stderr)
         if name in TOKENIZER_OF:
             role = TOKENIZER_OF[name]
@@ -558,7 +607,9 @@ def export(args, checkpoint=None) -> dict:
             torch.cuda.empty_cache()
 
     versions = {"torch": torch.__version__, "diffusers": checkpoint.diffusers.__version__,
-                "transformers": checkpoint.transformers.__version__}
+                "transformers": checkpoint.transformers.__version__, "format": args.format}
+    if args.format == "pt2":
+        versions["batch"] = [1, args.max_batch]
     manifest = build_manifest(**manifest_args, files=files, check=check, versions=versions,
                               random_weights=args.random_weights)
     previous_path = os.path.join(args.out, "manifest.json")
@@ -569,6 +620,7 @@ def export(args, checkpoint=None) -> dict:
             except ValueError:
                 previous = None
         manifest = merge_manifest(previous, manifest, args.out)
+    manifest["sha256"] = file_digests(args.out, manifest["files"])
     write_manifest(args.out, manifest)
     if "unet" not in manifest["files"]:
         print("export_sd: warning: the bundle has no unet yet; easyinv needs one (--modules unet)", file=sys.stderr)

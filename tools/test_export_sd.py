@@ -6,6 +6,7 @@ and the whole export loop over a stand-in checkpoint.
     /usr/bin/python3 -m unittest tools/test_export_sd.py -v      (from the repository root)
 """
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -533,6 +534,9 @@ class ExportTest(unittest.TestCase):
             self.assertFalse(manifest["export"]["random_weights"])
             for file in manifest["files"].values():
                 self.assertTrue(os.path.exists(os.path.join(out, file)), file)
+                with open(os.path.join(out, file), "rb") as content:  # hashed independently of sha256_of's blocks
+                    self.assertEqual(manifest["sha256"][file], hashlib.sha256(content.read()).hexdigest())
+            self.assertEqual(sorted(manifest["sha256"]), sorted(manifest["files"].values()))
             with open(os.path.join(out, "tokenizer.json")) as file:
                 calls = json.load(file)["calls"]
             self.assertEqual(calls, [["truncation", 77], ["padding", 77, 49407, "<|endoftext|>"]])

@@ -38,6 +38,7 @@ export const flagSpec = {
   'cuda-graphs': { type: 'boolean' },
   tf32: { type: 'boolean' },
   'cudnn-benchmark': { type: 'boolean' },
+  'skip-file-check': { type: 'boolean' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
@@ -110,11 +111,11 @@ export function checkOutFolder(out: string): void {
  * (given flags only: the rest keep LibTorch's defaults). A command is a process of its own, so it also keeps freed
  * memory for reuse (1.3-1.5x faster CPU forwards of a full-size UNet).
  */
-export function loadingOptions(flags: Flags): Pick<ModelOptions, 'channelsLast' | 'cudaGraphs'> {
+export function loadingOptions(flags: Flags): Pick<ModelOptions, 'channelsLast' | 'cudaGraphs' | 'verifyFiles'> {
   addon.retainFreedMemory();
   const switches = { matmulTf32: flags.tf32, convolutionTf32: flags.tf32, cudnnBenchmark: flags['cudnn-benchmark'] };
   addon.cudaSettings(Object.fromEntries(Object.entries(switches).filter(([, on]) => on !== undefined)));
-  return { channelsLast: flags['channels-last'], cudaGraphs: flags['cuda-graphs'] };
+  return { channelsLast: flags['channels-last'], cudaGraphs: flags['cuda-graphs'], verifyFiles: !flags['skip-file-check'] };
 }
 
 export async function openModel(flags: Flags, dir: string): Promise<Model> {
