@@ -16,10 +16,11 @@ import { methodNames } from './inversion';
 const root = path.join(__dirname, '..');
 
 const commonOptions = `Options: --device cpu|cuda[:i]  --dtype float32|float16  --steps N  --prompt TEXT  --negative-prompt TEXT
-         --guidance W  --fit fill|cover  --channels-last (UNet and VAE in NHWC order)
+         --guidance W  --steps-offset K (instead of the bundle's)  --timesteps ddim|pndm (invert over PNDM's, as
+         SD-1.4's checkpoint)  --size-condition PX (SDXL's size conditioning)  --fit fill|cover  --channels-last (UNet and VAE in NHWC order)
          --cuda-graphs (UNet steps replay CUDA graphs)  --tf32 (TF32 float32 math on CUDA)  --cudnn-benchmark
          --skip-file-check (load without checking the files' SHA-256s)  --json (machine-readable output)`;
-const methodOptions = `Method options: --method ${methodNames.join('|')}  --eta E  --window START,END (easyinv)
+const methodOptions = `Method options: --method ${methodNames.join('|')}  --eta E  --window START,END  --variant paper|notebook (easyinv)
                 --refinements K (fixed-point)  --iterations K  --seed S (renoise)`;
 
 const commands: Record<string, { usage: string; run: (flags: Flags, positionals: string[]) => Promise<void> }> = {
@@ -40,8 +41,9 @@ const commands: Record<string, { usage: string; run: (flags: Flags, positionals:
   },
   compare: {
     usage: `easyinv compare --model DIR[,DIR] --images DIR --out DIR [--methods ddim,easyinv,renoise,fixed-point]
-                [--dtype float16,float32] [--limit N] [--resume] [--shard K/N] [--lpips NET.pt]
-    every method on every image: results.jsonl, summary.md/json (the paper's Tables 1 and 2), grids/, report.html`,
+                [--dtype float16,float32] [--limit N] [--resume] [--shard K/N] [--lpips NET.pt] [--notebook-settings]
+    every method on every image: results.jsonl, summary.md/json (the paper's Tables 1 and 2), grids/, report.html;
+    --notebook-settings: the authors' notebooks' settings for the bundle's family (docs/paper-code.md)`,
     run: compareCommand,
   },
   merge: {

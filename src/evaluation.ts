@@ -1,7 +1,7 @@
 // One image's round trip, as the demo, compare and bench measure it: the photo read at 8 bits and encoded, then
 // invert, reconstruct, decode, quantise to 8 bits, and the metrics against the photo.
 import { quantize, readImage, type ImageSource } from './image';
-import { invert, optionsFor, reconstruct, type InvertOptions, type MethodName, type ProgressCallback } from './inversion';
+import { invert, optionsFor, reconstruct, type InvertOptions, type MethodName, type ProgressCallback, type SamplingOptions } from './inversion';
 import { lpips, psnr, ssim } from './metrics';
 import type { Model } from './model';
 import type { Module } from './module';
@@ -28,6 +28,10 @@ export interface RoundTripOptions {
   steps: number;
   prompt?: string;
   guidance?: number;
+  stepsOffset?: number;
+  /** The inversion's timestep list; the reconstruction samples over DDIM's. */
+  timesteps?: SamplingOptions['timesteps'];
+  sizeCondition?: number;
   /** Options for the methods; each method takes those that are its own. */
   methodOptions?: Record<string, unknown>;
   /** An LPIPS network: without one, lpips is null. */
@@ -50,10 +54,13 @@ export interface RoundTrip {
 }
 
 export async function roundTrip(model: Model, z0: Tensor, reference: Tensor, method: MethodName, options: RoundTripOptions): Promise<RoundTrip> {
-  const sampling = { steps: options.steps, prompt: options.prompt ?? '', guidance: options.guidance ?? 1 };
+  const sampling = {
+    steps: options.steps, prompt: options.prompt ?? '', guidance: options.guidance ?? 1, stepsOffset: options.stepsOffset,
+    sizeCondition: options.sizeCondition,
+  };
   addon.resetPeakMemory(model.device);
   const inverted = await invert(model, z0, {
-    ...optionsFor(method, options.methodOptions ?? {}), ...sampling, method, onProgress: options.onProgress?.('invert'),
+    ...optionsFor(method, options.methodOptions ?? {}), ...sampling, timesteps: options.timesteps, method, onProgress: options.onProgress?.('invert'),
   } as InvertOptions);
   const peakMemoryBytes = addon.peakMemory(model.device);
   try {

@@ -6,7 +6,7 @@ export { Model, loadModel } from './model';
 export type { Condition, ModelOptions, PromptEncoding } from './model';
 export { readManifest } from './manifest';
 export type { Family, Manifest } from './manifest';
-export { invert, reconstruct, methodNames } from './inversion';
+export { invert, reconstruct, methodNames, notebookSettings } from './inversion';
 export type { InversionResult, InvertOptions, MethodName, Progress, ProgressCallback, ReconstructOptions } from './inversion';
 export { loadLpips, lpips, psnr, ssim } from './metrics';
 export { imageBytes, readImage, writeImage, writeGrid, quantize } from './image';

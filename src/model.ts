@@ -198,9 +198,11 @@ export class Model {
 
   /**
    * The conditioning for `batch` latents. The negative prompt is the unconditional half; SDXL, as diffusers, uses
-   * zeros for an empty negative prompt.
+   * zeros for an empty negative prompt. SDXL is conditioned on the original and target size `sizeCondition`
+   * (default: the bundle's resolution).
    */
-  async condition(prompt: string, negativePrompt: string, batch: number, guidance: number): Promise<Condition> {
+  async condition(prompt: string, negativePrompt: string, batch: number, guidance: number, sizeCondition?: number): Promise<Condition> {
+    if (sizeCondition !== undefined && this.family !== 'sdxl') rangeError(`sizeCondition is for SDXL bundles only; this one is ${this.family}`);
     const cond = await this.encodePrompt(prompt);
     const uncond = guidance === 1 ? undefined
       : this.family === 'sdxl' && negativePrompt === '' ? this.zeroPrompt(cond.pooled) : await this.encodePrompt(negativePrompt);
@@ -212,7 +214,7 @@ export class Model {
     const condition: Condition = { guidance, states };
     if (this.family === 'sdxl') {
       condition.textEmbeds = await addon.Tensor.cat(rows('pooled'));
-      const size = this.resolution;
+      const size = sizeCondition ?? this.resolution;
       const count = rows('states').length;
       const ids = Array.from({ length: count }, () => [size, size, 0, 0, size, size]).flat(); // original, crop, target
       condition.timeIds = addon.Tensor.fromArray(ids, [count, 6], { device: this.device, dtype: this.dtype });

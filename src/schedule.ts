@@ -3,6 +3,12 @@ import { rangeError } from './errors';
 
 export type BetaSchedule = 'scaled_linear' | 'linear';
 export type TimestepSpacing = 'leading' | 'trailing' | 'linspace';
+/**
+ * Which scheduler's timestep list the steps run over: 'ddim' (DDIMScheduler's N timesteps) or 'pndm' (those of
+ * PNDMScheduler with skip_prk_steps, as SD-1.4's checkpoint ships it: the second-noisiest timestep repeated, N + 1
+ * steps, each still spanning num_train_timesteps // N).
+ */
+export type TimestepList = 'ddim' | 'pndm';
 
 export interface SchedulerConfig {
   num_train_timesteps: number;
@@ -37,7 +43,7 @@ export interface Transition {
 export interface Schedule {
   config: SchedulerConfig;
   steps: number;
-  /** Sampling timesteps, descending (t_0 = noisiest). */
+  /** Sampling timesteps, descending (t_0 = noisiest); N + 1 of them for the 'pndm' list. */
   timesteps: number[];
   /** Inversion: clean to noisy; UNet at the destination timestep t, starting from the level t - delta. */
   inversion: Transition[];
@@ -82,7 +88,7 @@ export function samplingTimesteps(config: SchedulerConfig, steps: number): numbe
   }
 }
 
-export function makeSchedule(config: SchedulerConfig, steps: number): Schedule {
+export function makeSchedule(config: SchedulerConfig, steps: number, list: TimestepList = 'ddim'): Schedule {
   if (!Number.isInteger(steps) || steps < 1 || steps > config.num_train_timesteps) {
     rangeError(`steps must be an integer from 1 to ${config.num_train_timesteps}, not ${steps}`);
   }
@@ -98,6 +104,7 @@ export function makeSchedule(config: SchedulerConfig, steps: number): Schedule {
     rangeError(`${steps} steps with steps_offset ${config.steps_offset} (${config.timestep_spacing} ` +
       `spacing) reach timestep ${outside}, outside the schedule's 0..${config.num_train_timesteps - 1}: use at most ${most} steps`);
   }
+  if (list === 'pndm') timesteps.splice(1, 0, ...timesteps.slice(1, 2));
   const sampling = timesteps.map((t, index) => ({ index, timestep: t, from: at(t), to: at(t - delta) }));
   const inversion = [...timesteps].reverse().map((t, index) => ({ index, timestep: t, from: at(t - delta), to: at(t) }));
   return { config, steps, timesteps, inversion, sampling };

@@ -122,6 +122,22 @@ describe('easyinv compare', () => {
     expect(fs.existsSync(path.join(out, 'lock'))).toBe(false);
   }, 120_000);
 
+  test("--notebook-settings runs the authors' notebooks' settings for the bundle's family, under the flags given", async () => {
+    const settings = async (bundle: string) => {
+      const out = path.join(scratch, `notebook-${bundle}`);
+      await run('--model', path.join(weights, bundle), '--images', images, '--limit', '1', '--methods', 'easyinv', '--steps', '4',
+        '--notebook-settings', '--out', out);
+      return { run: JSON.parse(fs.readFileSync(path.join(out, 'run.json'), 'utf8')).settings, calls: results(out)[0].unetCalls };
+    };
+    // SD-1.4's PNDM timesteps repeat one: N + 1 UNet calls
+    expect(await settings('test-sd1')).toMatchObject({
+      calls: 5, run: { guidance: 7.5, timesteps: 'pndm', stepsOffset: null, methodOptions: { variant: 'notebook' } },
+    });
+    expect(await settings('test-sdxl')).toMatchObject({
+      calls: 4, run: { guidance: 5, timesteps: 'ddim', stepsOffset: 0, sizeCondition: 512, methodOptions: { variant: 'notebook' } },
+    });
+  }, 120_000);
+
   test('a resume with other settings is refused, naming each difference', async () => {
     const out = copyRun('other-settings');
     const steps2 = common.map((arg, i) => (common[i - 1] === '--steps' ? '2' : arg));

@@ -197,7 +197,13 @@ describe('inversion behaviour', () => {
     // Options are the method's own: another method's option is an error, not silently ignored.
     await expect(invert(model, z0, { method: 'ddim', eta: 0.5 } as never)).rejects.toThrow('method ddim takes no option eta (its options: none)');
     await expect(invert(model, z0, { method: 'fixed-point', iterations: 3 } as never)).rejects.toThrow('method fixed-point takes no option iterations (its options: refinements)');
-    await expect(invert(model, z0, { eta: 0.5, seed: 1 } as never)).rejects.toThrow('method easyinv takes no option seed (its options: eta, window)');
+    await expect(invert(model, z0, { eta: 0.5, seed: 1 } as never)).rejects.toThrow('method easyinv takes no option seed (its options: eta, window, variant)');
+    await expect(invert(model, z0, { variant: 'colab' as never })).rejects.toThrow('variant must be \'paper\' or \'notebook\', not "colab"');
+    await expect(invert(model, z0, { timesteps: 'plms' as never })).rejects.toThrow('timesteps must be \'ddim\' or \'pndm\', not "plms"');
+    await expect(reconstruct(model, z0, { timesteps: 'pndm' })).rejects.toThrow("timesteps 'pndm' is for invert only");
+    await expect(invert(model, z0, { stepsOffset: -1 })).rejects.toThrow('stepsOffset must be an integer >= 0, not -1');
+    await expect(invert(model, z0, { sizeCondition: 0 })).rejects.toThrow('sizeCondition must be an integer >= 1 (pixels), not 0');
+    await expect(invert(model, z0, { sizeCondition: 512 })).rejects.toThrow('sizeCondition is for SDXL bundles only');
     await expect(invert(model, {} as never)).rejects.toThrow('the latent must be a Tensor');
     await expect(invert(model, Tensor.fromArray(new Float32Array(16), [1, 4, 2, 2]))).rejects.toThrow('the latent must have shape [B, 4, 8, 8] for this model, not [1, 4, 2, 2]');
     await expect(invert(model, z0, { prompt: 'a cat' })).rejects.toThrow(/has no text encoder, so it takes no prompt/);

@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { parseArgs } from 'util';
 
-import type { MethodName, Progress } from '../inversion';
+import type { MethodName, Progress, SamplingOptions } from '../inversion';
 import type { ModelDtype } from '../manifest';
 import { loadModel, type Model, type ModelOptions } from '../model';
 import { addon } from '../native';
@@ -20,6 +20,11 @@ export const flagSpec = {
   guidance: { type: 'string' },
   eta: { type: 'string' },
   window: { type: 'string' },
+  variant: { type: 'string' },
+  timesteps: { type: 'string' },
+  'steps-offset': { type: 'string' },
+  'size-condition': { type: 'string' },
+  'notebook-settings': { type: 'boolean' },
   refinements: { type: 'string' },
   iterations: { type: 'string' },
   seed: { type: 'string' },
@@ -49,7 +54,7 @@ export type Flags = ReturnType<typeof parseArgs<{ options: typeof flagSpec; allo
 /** A mistake in the command line: exit code 2, and the usage. */
 export class UsageError extends Error {}
 
-type NumberFlag = 'steps' | 'guidance' | 'eta' | 'refinements' | 'iterations' | 'seed' | 'limit' | 'repeats';
+type NumberFlag = 'steps' | 'guidance' | 'eta' | 'refinements' | 'iterations' | 'seed' | 'limit' | 'repeats' | 'steps-offset' | 'size-condition';
 
 export function number(flags: Flags, name: NumberFlag): number | undefined {
   const text = flags[name];
@@ -66,11 +71,12 @@ export function required(flags: Flags, name: 'model' | 'image' | 'images' | 'lat
 }
 
 /** The sampling options and every method option given on the command line (absent ones left out). */
-export function inversionFlags(flags: Flags): { method?: MethodName; steps?: number; prompt?: string; negativePrompt?: string; guidance?: number; methodOptions: Record<string, unknown> } {
+export function inversionFlags(flags: Flags): Pick<SamplingOptions, 'steps' | 'prompt' | 'negativePrompt' | 'guidance' | 'stepsOffset' | 'timesteps' | 'sizeCondition'> &
+  { method?: MethodName; methodOptions: Record<string, unknown> } {
   const window = flags.window?.split(',').map(Number);
   if (window && (window.length !== 2 || window.some(Number.isNaN))) throw new UsageError('--window must be START,END');
   const methodOptions = Object.fromEntries(Object.entries({
-    eta: number(flags, 'eta'), window, refinements: number(flags, 'refinements'), iterations: number(flags, 'iterations'), seed: number(flags, 'seed'),
+    eta: number(flags, 'eta'), window, variant: flags.variant, refinements: number(flags, 'refinements'), iterations: number(flags, 'iterations'), seed: number(flags, 'seed'),
   }).filter(([, value]) => value !== undefined));
   return {
     method: flags.method as MethodName | undefined,
@@ -78,6 +84,9 @@ export function inversionFlags(flags: Flags): { method?: MethodName; steps?: num
     prompt: flags.prompt,
     negativePrompt: flags['negative-prompt'],
     guidance: number(flags, 'guidance'),
+    stepsOffset: number(flags, 'steps-offset'),
+    timesteps: flags.timesteps as SamplingOptions['timesteps'],
+    sizeCondition: number(flags, 'size-condition'),
     methodOptions,
   };
 }

@@ -27,6 +27,9 @@ export async function invertCommand(flags: Flags): Promise<void> {
     prompt: sampling.prompt ?? '',
     negativePrompt: sampling.negativePrompt ?? '',
     guidance: String(sampling.guidance ?? 1),
+    // what reconstruction must sample over (PNDM's timesteps are for the inversion alone)
+    stepsOffset: String(sampling.stepsOffset ?? model.scheduler.steps_offset),
+    ...(model.family === 'sdxl' ? { sizeCondition: String(sampling.sizeCondition ?? model.resolution) } : {}),
     options: JSON.stringify(methodOptions),
     unetCalls: String(result.unetCalls),
     seconds: result.seconds.toFixed(4),

@@ -19,6 +19,9 @@ export async function reconstructCommand(flags: Flags): Promise<void> {
     prompt: given.prompt ?? metadata.prompt ?? '',
     negativePrompt: given.negativePrompt ?? metadata.negativePrompt ?? '',
     guidance: given.guidance ?? Number(metadata.guidance ?? 1),
+    stepsOffset: given.stepsOffset ?? (metadata.stepsOffset === undefined ? undefined : Number(metadata.stepsOffset)),
+    sizeCondition: given.sizeCondition ?? (metadata.sizeCondition === undefined ? undefined : Number(metadata.sizeCondition)),
+    timesteps: given.timesteps,
     offsets: offsets.length > 0 ? offsets : undefined,
     onProgress: progressBar(flags, 'reconstruct'),
   });

@@ -6,7 +6,7 @@ import * as path from 'path';
 import { failure, rangeError } from '../errors';
 import { encodePhoto, roundTrip, stepsFor, warmUp } from '../evaluation';
 import { readImage, writeGrid, writeImage } from '../image';
-import type { MethodName } from '../inversion';
+import { notebookSettings, type MethodName, type SamplingOptions } from '../inversion';
 import { readManifest, type ModelDtype } from '../manifest';
 import { loadLpips } from '../metrics';
 import { loadModel } from '../model';
@@ -27,7 +27,16 @@ export interface CompareOptions {
   steps?: number;
   prompt?: string;
   guidance?: number;
-  /** Options for the methods (eta, window, refinements, iterations, seed); each method takes its own. */
+  stepsOffset?: number;
+  /** 'pndm': invert over PNDM's timesteps (reconstruction stays DDIM's). */
+  timesteps?: SamplingOptions['timesteps'];
+  sizeCondition?: number;
+  /**
+   * The authors' notebooks' settings for the bundles' family (steps, guidance, timesteps, steps offset, size
+   * conditioning, easyinv's variant 'notebook'), under whatever else the options give.
+   */
+  notebookSettings?: boolean;
+  /** Options for the methods (eta, window, variant, refinements, iterations, seed); each method takes its own. */
   methodOptions?: Record<string, unknown>;
   limit?: number;
   /** Shard k of n (0 <= k < n): the images whose index modulo n is k. */
@@ -161,7 +170,17 @@ export function bundleFor(models: string[], dtype: ModelDtype): string {
 
 const stem = (image: string) => image.replace(/[\\/]/g, '__').replace(/\.[^.]+$/, '');
 
-export async function compare(options: CompareOptions): Promise<Summary> {
+function withNotebookSettings(options: CompareOptions): CompareOptions {
+  if (!options.notebookSettings) return options;
+  const given = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as CompareOptions;
+  return {
+    ...notebookSettings[readManifest(options.models[0]).family], ...given,
+    methodOptions: { variant: 'notebook', ...options.methodOptions },
+  };
+}
+
+export async function compare(userOptions: CompareOptions): Promise<Summary> {
+  const options = withNotebookSettings(userOptions);
   const { out, methods, dtypes } = options;
   const paths = files(out);
   if (!options.resume && fs.existsSync(paths.results)) {
@@ -180,7 +199,8 @@ export async function compare(options: CompareOptions): Promise<Summary> {
   const settings = {
     models: options.models.map((dir) => readManifest(dir).name), device: options.device ?? null, methods, dtypes,
     steps: Object.fromEntries(methods.map((m) => [m, stepsFor(m, steps)])), prompt: options.prompt ?? '',
-    guidance: options.guidance ?? 1, methodOptions: options.methodOptions ?? {},
+    guidance: options.guidance ?? 1, stepsOffset: options.stepsOffset ?? null, timesteps: options.timesteps ?? 'ddim',
+    sizeCondition: options.sizeCondition ?? null, methodOptions: options.methodOptions ?? {},
     lpipsNetwork: options.lpipsNetwork ? path.basename(options.lpipsNetwork) : null,
   };
   fs.mkdirSync(paths.reconstructions, { recursive: true });
@@ -238,7 +258,8 @@ async function runItems(options: CompareOptions, images: string[], steps: number
       const { reference, z0 } = photo;
       for (const method of todo) {
         const { image: reconstruction, ...measured } = await roundTrip(model, z0, reference, method, {
-          steps: stepsFor(method, steps), prompt: options.prompt, guidance: options.guidance, methodOptions: options.methodOptions, lpipsNetwork: net,
+          steps: stepsFor(method, steps), prompt: options.prompt, guidance: options.guidance, stepsOffset: options.stepsOffset,
+          timesteps: options.timesteps, sizeCondition: options.sizeCondition, methodOptions: options.methodOptions, lpipsNetwork: net,
         });
         await writeImage(reconstruction, path.join(paths.reconstructions, `${stem(image)}-${dtype}-${method}.png`));
         reconstruction.dispose();

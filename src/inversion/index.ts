@@ -3,7 +3,7 @@
 import { failure, rangeError, typeError } from '../errors';
 import { Model } from '../model';
 import { addon, disposeAll, isTensor, type Tensor } from '../native';
-import { makeSchedule, type Transition } from '../schedule';
+import { makeSchedule, type TimestepList, type Transition } from '../schedule';
 import { ddim } from './ddim';
 import { direct } from './direct';
 import { easyinv, type EasyInvOptions } from './easyinv';
@@ -14,7 +14,8 @@ import { Run, type ProgressCallback } from './run';
 import { sample } from './sampling';
 
 export type { Progress, ProgressCallback } from './run';
-export type { EasyInvOptions } from './easyinv';
+export type { EasyInvOptions, EasyInvVariant } from './easyinv';
+export { notebookSettings } from './easyinv';
 export type { FixedPointOptions } from './fixed-point';
 export type { ReNoiseOptions, ReNoiseUserOptions, Regularization } from './renoise';
 
@@ -28,6 +29,12 @@ export interface SamplingOptions {
   negativePrompt?: string;
   /** Classifier-free guidance weight w: eps = eps_u + w (eps_c - eps_u); 1 = the conditional call alone. */
   guidance?: number;
+  /** Overrides the bundle's scheduler steps_offset (what is added to every timestep). */
+  stepsOffset?: number;
+  /** 'pndm': invert over PNDM's timesteps (SD-1.4's checkpoint scheduler; invert only). Default 'ddim'. */
+  timesteps?: TimestepList;
+  /** SDXL: the original and target size in pixels it is conditioned on (time_ids); default the bundle's resolution. */
+  sizeCondition?: number;
   onProgress?: ProgressCallback;
   signal?: AbortSignal;
 }
@@ -41,7 +48,7 @@ export type InvertOptions = SamplingOptions & (
   | { method: 'direct' }
 );
 
-const samplingKeys = ['method', 'steps', 'prompt', 'negativePrompt', 'guidance', 'onProgress', 'signal'];
+const samplingKeys = ['method', 'steps', 'prompt', 'negativePrompt', 'guidance', 'stepsOffset', 'timesteps', 'sizeCondition', 'onProgress', 'signal'];
 
 /** The options among `options` that `method` takes (for callers that hold one set of options for several methods). */
 export function optionsFor(method: MethodName, options: Record<string, unknown>): Record<string, unknown> {
@@ -69,13 +76,23 @@ export interface ReconstructOptions extends SamplingOptions {
   offsets?: Tensor[];
 }
 
-function checkSampling(options: SamplingOptions): Required<Pick<SamplingOptions, 'steps' | 'prompt' | 'negativePrompt' | 'guidance'>> {
-  const { steps = 50, prompt = '', negativePrompt = '', guidance = 1 } = options;
+type CheckedSampling = Required<Pick<SamplingOptions, 'steps' | 'prompt' | 'negativePrompt' | 'guidance' | 'timesteps'>> &
+  Pick<SamplingOptions, 'stepsOffset' | 'sizeCondition'>;
+
+function checkSampling(options: SamplingOptions): CheckedSampling {
+  const { steps = 50, prompt = '', negativePrompt = '', guidance = 1, stepsOffset, timesteps = 'ddim', sizeCondition } = options;
   if (!Number.isInteger(steps) || steps < 1) rangeError(`steps must be an integer >= 1, not ${steps}`);
   if (typeof guidance !== 'number' || !(guidance >= 0)) rangeError(`guidance must be a number >= 0, not ${guidance}`);
   if (guidance === Infinity) rangeError('guidance must be finite, not Infinity');
   if (typeof prompt !== 'string' || typeof negativePrompt !== 'string') typeError('prompt and negativePrompt must be strings');
-  return { steps, prompt, negativePrompt, guidance };
+  if (stepsOffset !== undefined && !(Number.isInteger(stepsOffset) && stepsOffset >= 0)) {
+    rangeError(`stepsOffset must be an integer >= 0, not ${stepsOffset}`);
+  }
+  if (timesteps !== 'ddim' && timesteps !== 'pndm') rangeError(`timesteps must be 'ddim' or 'pndm', not ${JSON.stringify(timesteps)}`);
+  if (sizeCondition !== undefined && !(Number.isInteger(sizeCondition) && sizeCondition >= 1)) {
+    rangeError(`sizeCondition must be an integer >= 1 (pixels), not ${sizeCondition}`);
+  }
+  return { steps, prompt, negativePrompt, guidance, stepsOffset, timesteps, sizeCondition };
 }
 
 /** The method's settings from the options, refusing options that belong to no method or to another one. */
@@ -115,15 +132,19 @@ async function runOn<T>(
   body: (run: Run, start: Tensor, transitions: { inversion: Transition[]; sampling: Transition[] }) => Promise<T>,
   keep: (result: T) => Tensor[],
 ): Promise<{ result: T; unetCalls: number; seconds: number; steps: number }> {
-  const { steps, prompt, negativePrompt, guidance } = checkSampling(options);
+  const { steps, prompt, negativePrompt, guidance, stepsOffset, timesteps, sizeCondition } = checkSampling(options);
   if (!isTensor(latent)) typeError('the latent must be a Tensor');
   const expected = [model.manifest.latent.channels, model.manifest.latent.size, model.manifest.latent.size];
   if (latent.shape.length !== 4 || latent.shape[0] < 1 || expected.some((size, i) => latent.shape[i + 1] !== size)) {
     rangeError(`the latent must have shape [B, ${expected.join(', ')}] for this model, not [${latent.shape.join(', ')}]`);
   }
-  const schedule = makeSchedule(model.scheduler, steps);
-  const condition = await model.condition(prompt, negativePrompt, latent.shape[0], guidance);
-  const run = new Run(model, condition, method, phase, steps, options.onProgress, options.signal);
+  if (phase === 'reconstruct' && timesteps === 'pndm') {
+    rangeError("timesteps 'pndm' is for invert only: reconstruct samples with DDIM (PNDM's own sampler is not implemented)");
+  }
+  const schedule = makeSchedule({ ...model.scheduler, steps_offset: stepsOffset ?? model.scheduler.steps_offset }, steps, timesteps);
+  const condition = await model.condition(prompt, negativePrompt, latent.shape[0], guidance, sizeCondition);
+  const transitions = schedule[phase === 'invert' ? 'inversion' : 'sampling'].length;
+  const run = new Run(model, condition, method, phase, steps, transitions, options.onProgress, options.signal);
   try {
     run.throwIfAborted(0);
     const start = run.own(await latent.to({ device: model.device, dtype: model.dtype }));

@@ -10,6 +10,7 @@ export interface Progress {
   phase: 'invert' | 'reconstruct';
   /** Steps done so far (1..steps). */
   step: number;
+  /** The steps of this phase: N, or N + 1 over PNDM's timesteps. */
   steps: number;
   timestep: number;
   unetCalls: number;
@@ -32,7 +33,10 @@ export class Run {
     private readonly condition: Condition,
     readonly method: string,
     readonly phase: Progress['phase'],
+    /** The N asked for (what window fractions are of). */
     readonly steps: number,
+    /** The transitions the run takes: N, or N + 1 over PNDM's timesteps. */
+    private readonly transitions: number,
     private readonly onProgress?: ProgressCallback,
     private readonly signal?: AbortSignal,
   ) {}
@@ -107,7 +111,7 @@ export class Run {
       method: this.method,
       phase: this.phase,
       step: transition.index + 1,
-      steps: this.steps,
+      steps: this.transitions,
       timestep: transition.timestep,
       unetCalls: this.unetCalls,
       seconds: this.seconds(),
@@ -119,7 +123,7 @@ export class Run {
   throwIfAborted(done: number): void {
     if (this.signal?.aborted) {
       throw abortError(`${this.method} ${this.phase === 'invert' ? 'inversion' : 'reconstruction'} aborted after ` +
-        `${done} of ${this.steps} steps`, this.signal.reason);
+        `${done} of ${this.transitions} steps`, this.signal.reason);
     }
   }
 

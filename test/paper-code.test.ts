@@ -1,0 +1,36 @@
+// easyinv's variant 'notebook' against the EasyInv authors' own notebook code (bench/paper_code.py ran it on the
+// small diffusers pipelines and stored its z_T in weights/test/paper-code-reference.*), with their settings per family.
+import * as path from 'path';
+
+import { capabilities, makeSchedule, readManifest } from '../src';
+import { compareVersions, writerVersion } from '../src/manifest';
+
+const { compareWithPaperCode } = require('../bench/paper-code.js');
+
+const weights = path.join(__dirname, '..', 'weights');
+const reference = require(path.join(weights, 'test', 'paper-code-reference.json'));
+const manifest = (family: string) => readManifest(path.join(weights, `diffusers-${family}`));
+
+describe("the authors' notebook code", () => {
+  test("the 'pndm' and offset-0 timesteps are those the authors' code inverted over", () => {
+    for (const steps of [10, 50]) {
+      const schedule = makeSchedule(manifest('sd1').scheduler, steps, 'pndm');
+      expect(schedule.inversion.map((t) => t.timestep)).toEqual(reference.inversion_timesteps[`sd1/N${steps}`]);
+    }
+    for (const steps of [10, 20, 50]) {
+      const schedule = makeSchedule({ ...manifest('sdxl').scheduler, steps_offset: 0 }, steps);
+      expect(schedule.inversion.map((t) => t.timestep)).toEqual(reference.inversion_timesteps[`sdxl/N${steps}`]);
+    }
+  });
+
+  test("variant 'notebook' equals their z_T to float32 precision; the default 'paper' does not", async () => {
+    if (compareVersions(writerVersion(manifest('sd1'))!, (await capabilities()).libtorch) > 0) return; // cannot load them
+    const rows: { notebook: number }[] = await compareWithPaperCode(undefined, ['notebook']);
+    expect(rows).toHaveLength(2 * 2 + 2 * 3); // sd1 N 10, 50 and sdxl N 10, 20, 50, each with two prompts
+    // diffusers against itself, 1 vs 2 threads, at guidance 5: up to 6.2e-6 on z_T (docs/diffusers.md)
+    for (const row of rows) expect(row.notebook).toBeLessThan(2e-5);
+    // the blend order alone, every other setting the same, moves z_T by far more than the tolerance
+    const paper: { paper: number }[] = await compareWithPaperCode(['sd1'], ['paper']);
+    for (const row of paper) expect(row.paper).toBeGreaterThan(1e-3);
+  }, 400_000);
+});
