@@ -73,12 +73,15 @@ function explainForwardError(error: Error, module: NativeModule): Error {
   return error;
 }
 
-/** Loads a TorchScript file (torch.jit.save) onto a device and converts its floating parameters to `dtype`. */
+/**
+ * Loads a TorchScript file (torch.jit.save) onto a device and converts its floating parameters to `dtype`, or a
+ * compiled .pt2 package (AOTInductor), which runs the device and dtype it was compiled for.
+ */
 export async function loadModule(path: string, options: ModuleOptions = {}): Promise<Module> {
-  if (typeof path !== 'string' || path === '') typeError('loadModule needs the path of a TorchScript file');
+  if (typeof path !== 'string' || path === '') typeError('loadModule needs the path of a TorchScript file or a .pt2 package');
   const stat = fs.statSync(path, { throwIfNoEntry: false });
-  if (stat === undefined) throw failure(`TorchScript file not found: ${path}`);
-  if (!stat.isFile()) throw failure(`not a file: ${path} (expected a TorchScript .pt file)`);
+  if (stat === undefined) throw failure(`module file not found: ${path}`);
+  if (!stat.isFile()) throw failure(`not a file: ${path} (expected a TorchScript .pt file or a .pt2 package)`);
   try {
     return new Module(await addon.loadModule(path, options));
   } catch (error) {
@@ -89,8 +92,11 @@ export async function loadModule(path: string, options: ModuleOptions = {}): Pro
 function explainLoadError(error: Error, path: string): Error {
   let hint = '';
   if (/PytorchStreamReader|zip archive|central directory/.test(error.message)) {
-    hint = `'${path}' is not a TorchScript archive, or it is truncated or corrupt. Write it with torch.jit.save ` +
-      '(a traced or scripted module), and copy it again if it was cut short.';
+    hint = path.endsWith('.pt2')
+      ? `'${path}' is not a .pt2 package, or it is truncated or corrupt. Make it with tools/export_sd.py --format pt2 ` +
+        '(torch._inductor.aoti_compile_and_package), and copy it again if it was cut short.'
+      : `'${path}' is not a TorchScript archive, or it is truncated or corrupt. Write it with torch.jit.save ` +
+        '(a traced or scripted module), and copy it again if it was cut short.';
   } else if (/version/i.test(error.message) && /maximum supported|newer/i.test(error.message)) {
     hint = `'${path}' was written by a PyTorch newer than this LibTorch; export it with a PyTorch no newer than the ` +
       'LibTorch easyinv was built against (capabilities().libtorch).';

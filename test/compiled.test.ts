@@ -24,7 +24,7 @@ test('a .pt2 file is refused with what to do by a build without AOTInductor, and
   const file = path.join(scratch, 'garbage.pt2');
   fs.writeFileSync(file, 'not a zip archive');
   const expected = compiledBundles
-    ? /^easyinv: loading module '.*garbage\.pt2' failed: /
+    ? /^easyinv: cannot load '.*garbage\.pt2': '.*garbage\.pt2' is not a \.pt2 package, or it is truncated or corrupt/
     : new RegExp(`this easyinv links LibTorch ${libtorch.replace(/\./g, '\\.')}, which cannot load compiled \\.pt2 packages .*LibTorch 2\\.6`);
   await expect(loadModule(file)).rejects.toThrow(expected);
   const [major, minor] = libtorch.split('.').map(Number);
@@ -99,6 +99,6 @@ test('a .pt2 file is refused with what to do by a build without AOTInductor, and
     const unet = path.join(copy, 'unet.pt2');
     fs.truncateSync(unet, Math.floor(fs.statSync(unet).size / 2));
     await expect(loadModel(copy)).rejects.toThrow(/has a file unet\.pt2 \(\d+ bytes\) whose SHA-256 is not the one its manifest records: it is truncated/);
-    await expect(loadModel(copy, { verifyFiles: false })).rejects.toThrow(/loading module '.*unet\.pt2' failed/);
+    await expect(loadModel(copy, { verifyFiles: false })).rejects.toThrow(/unet\.pt2/); // LibTorch's error, no crash
   }, 60_000);
 });

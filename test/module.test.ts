@@ -93,7 +93,7 @@ describe('TorchScript modules', () => {
 
   describe('errors', () => {
     test('a missing file', async () => {
-      await expect(loadModule(path.join(scratch, 'missing.pt'))).rejects.toThrow(/TorchScript file not found: .*missing\.pt/);
+      await expect(loadModule(path.join(scratch, 'missing.pt'))).rejects.toThrow(/module file not found: .*missing\.pt/);
     });
 
     test('a file that is not TorchScript', async () => {

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Compiles the .pt2 twins of the small test bundles (weights/test-sd1, test-sdxl) for the tests of compiled bundles:
-the same modules (test/python/make_test_bundles.py's classes, with the weights of the committed TorchScript files)
+"""Compiles the .pt2 twins of the committed bundles weights/test-sd1, test-sdxl (for the tests of compiled bundles) and
+tiny-sd1-256 (for the benchmark): the same modules (test/python/make_test_bundles.py's and training/models.py's
+classes, with the weights of the committed TorchScript files)
 through tools/export_sd.py's torch.export + AOTInductor path, into <out>/<bundle>/ with the manifest's files
 pointing at the .pt2 packages, each checked against the eager module and hashed as export_sd.py does. Needs PyTorch
 >= 2.6 (the same version as the LibTorch easyinv links) and a C++ compiler; a few minutes per bundle on a CPU.
 
-    python test/python/make_pt2_bundles.py --out build/pt2-bundles [--bundles test-sd1,test-sdxl]
+    python test/python/make_pt2_bundles.py --out build/pt2-bundles [--bundles test-sd1,test-sdxl,tiny-sd1-256]
 """
 import argparse
 import json
@@ -19,9 +20,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "tools"))
+sys.path.insert(0, os.path.join(REPO, "training"))
 
 import export_sd  # noqa: E402
 import make_test_bundles as modules  # noqa: E402
+import models as trained  # noqa: E402
 
 MAX_BATCH = 64
 
@@ -35,8 +38,11 @@ def eager_modules(bundle: str) -> dict:
         built = {"unet": modules.UNetSDXL(context=16 + 24, pooled=12), "vae_encoder": modules.VaeEncoder(0.13025),
                  "vae_decoder": modules.VaeDecoder(0.13025), "text_encoder": modules.TextEncoderPenultimate(16),
                  "text_encoder_2": modules.TextEncoderWithProjection(24, projection=12)}
+    elif bundle == "tiny-sd1-256":
+        built = {"unet": trained.UNet(), "vae_encoder": trained.VaeEncoder(), "vae_decoder": trained.VaeDecoder(),
+                 "text_encoder": trained.TextEncoder()}
     else:
-        raise SystemExit(f"make_pt2_bundles: unknown bundle {bundle}: test-sd1 or test-sdxl")
+        raise SystemExit(f"make_pt2_bundles: unknown bundle {bundle}: test-sd1, test-sdxl or tiny-sd1-256")
     for role, module in built.items():
         saved = torch.jit.load(os.path.join(modules.WEIGHTS, bundle, f"{role}.pt")).state_dict()
         wanted = module.state_dict()  # TorchScript keeps non-persistent buffers (position_ids) too
@@ -76,7 +82,7 @@ def compile_bundle(bundle: str, out: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for the compiled bundles")
-    parser.add_argument("--bundles", default="test-sd1", help="comma-separated: test-sd1, test-sdxl")
+    parser.add_argument("--bundles", default="test-sd1", help="comma-separated: test-sd1, test-sdxl, tiny-sd1-256")
     args = parser.parse_args()
     for bundle in args.bundles.split(","):
         compile_bundle(bundle, args.out)
