@@ -66,7 +66,7 @@ function table(rows) {
   return lines.join('\n');
 }
 
-module.exports = { compareWithDiffusers };
+module.exports = { compareWithDiffusers, relativeDifference };
 
 if (require.main === module) {
   compareWithDiffusers().then(

@@ -9,22 +9,12 @@
 const path = require('path');
 
 const { invert, loadLatents, loadModel, notebookSettings } = require('../dist');
+const { relativeDifference } = require('./diffusers.js');
 
 const weights = path.join(__dirname, '..', 'weights');
 const referenceFile = path.join(weights, 'test', 'paper-code-reference.safetensors');
 const settings = require(path.join(weights, 'test', 'paper-code-reference.json'));
 const latentFile = path.join(weights, 'test', 'diffusers-reference.safetensors');
-
-async function relativeDifference(a, b) {
-  const [x, y] = await Promise.all([a.toArray(), b.toArray()]);
-  let difference = 0;
-  let norm = 0;
-  for (let i = 0; i < y.length; i++) {
-    difference += (x[i] - y[i]) ** 2;
-    norm += y[i] ** 2;
-  }
-  return Math.sqrt(difference / norm);
-}
 
 /** One row per family, prompt and number of steps, in the reference's order; one column per variant. */
 async function compareWithPaperCode(families = Object.keys(settings.steps), variants = ['notebook', 'paper']) {
