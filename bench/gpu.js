@@ -38,10 +38,10 @@ function pythonTorch() {
   }
 }
 
-function trace({ family, latent, dtype }, dir) {
+function trace({ family, latent, dtype, format = 'torchscript' }, dir) {
   const begin = Date.now();
   execFileSync(python, [path.join(__dirname, 'gpu', 'fullsize_unet.py'), '--family', family, '--device', plan.device,
-    '--dtype', dtype, '--latent', String(latent), '--batch', '1', '--out', dir], { stdio: 'inherit' });
+    '--dtype', dtype, '--latent', String(latent), '--batch', '1', '--format', format, '--out', dir], { stdio: 'inherit' });
   return (Date.now() - begin) / 1000;
 }
 
@@ -67,7 +67,8 @@ function markdown(report, benchTable) {
       `(the addon), PyTorch ${machine.pytorch} (tracing and the Python loop), Node.js ${machine.node}. ` +
       `NVRTC: ${machine.nvrtc}. Budget ${budgetSeconds} s; the run took ${report.seconds?.toFixed(0) ?? '(still running)'} s.`,
     '',
-    'Full-size UNets with random weights (bench/gpu/fullsize_unet.py), batch 1 traces; the bare UNet forwards are the ' +
+    'Full-size UNets with random weights (bench/gpu/fullsize_unet.py), batch 1 traces or, "pt2", compiled packages ' +
+      '(torch.export + AOTInductor, batches 1 to 64); the bare UNet forwards are the ' +
       'floor of any loop; "vs Python" is our seconds over the same DDIM loop in Python PyTorch on the same TorchScript ' +
       'file, measured in the same run with the same switches (below 1: faster); with CUDA graphs the Python loop ' +
       'replays a torch.cuda.CUDAGraph of its UNet call too. fixed-point runs at N = 20. "eager" is LibTorch\'s default ' +

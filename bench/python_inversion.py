@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The ratio to beat for `easyinv bench`: DDIM inversion written directly in PyTorch over a bundle's TorchScript
-files (the same UNet, schedule, steps and guidance), timed the same way (device synchronised, warm-up excluded).
+files or .pt2 packages (the same UNet, schedule, steps and guidance), timed the same way (device synchronised,
+warm-up excluded).
 Usage: python_inversion.py BUNDLE --device cpu --dtype float32 --steps 50 --batch 1 --guidance 1 --repeats 5
   -> JSON on stdout with the median; with --serve, after a warm-up it prints {"ready": ...} and then times one
   inversion per line read from stdin, so that easyinv bench can interleave its rounds with ours.
@@ -63,7 +64,12 @@ def main() -> None:
     with open(os.path.join(args.bundle, "manifest.json")) as file:
         manifest = json.load(file)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    load = lambda role: torch.jit.load(os.path.join(args.bundle, manifest["files"][role]), map_location=device).to(dtype).eval()  # noqa: E731
+    def load(role):
+        path = os.path.join(args.bundle, manifest["files"][role])
+        if path.endswith(".pt2"):  # compiled for its device and dtype
+            return torch._inductor.aoti_load_package(path)
+        return torch.jit.load(path, map_location=device).to(dtype).eval()
+
     unet = load("unet")
     config = manifest["scheduler"]
     betas = torch.linspace(config["beta_start"] ** 0.5, config["beta_end"] ** 0.5, config["num_train_timesteps"],

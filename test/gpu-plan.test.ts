@@ -50,13 +50,15 @@ describe('bench:gpu plan', () => {
     expect(records[2].skipped).toMatch(/needs about 1 s .* 0 s of the 10 s budget were left/);
   });
 
-  test('on the GPU, SD-V1-4 float16 eager and graphed come first with Python, then SDXL float16, then float32', () => {
+  test('on the GPU, SD-V1-4 float16 eager and graphed come first with Python, then SDXL float16, compiled, float32', () => {
     const { device, items } = gpuPlan(false);
     expect(device).toBe('cuda');
-    const head = items.slice(0, 6).map((i: Item & { python: boolean }) => `${i.model.family} ${i.model.dtype} ${i.variant.name}${i.python ? ' + Python' : ''}`);
+    const head = items.slice(0, 8).map((i: Item & { python: boolean; model: { format?: string } }) =>
+      `${i.model.family}${i.model.format ? ` ${i.model.format}` : ''} ${i.model.dtype} ${i.variant.name}${i.python ? ' + Python' : ''}`);
     expect(head).toEqual([
       'sd1 float16 eager + Python', 'sd1 float16 CUDA graphs, cuDNN benchmark + Python',
       'sdxl float16 eager + Python', 'sdxl float16 CUDA graphs, cuDNN benchmark + Python',
+      'sd1 pt2 float16 eager + Python', 'sd1 pt2 float16 CUDA graphs, cuDNN benchmark + Python',
       'sd1 float32 eager + Python', 'sd1 float32 CUDA graphs, cuDNN benchmark, TF32 + Python',
     ]);
     expect(gpuPlan(true).device).toBe('cpu');

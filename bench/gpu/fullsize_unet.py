@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 
 import torch
@@ -342,7 +343,9 @@ def manifest(family, device, dtype, latent):
     }
 
 
-def trace_to(out, family, device, dtype, latent, batch, seed=0):
+def trace_to(out, family, device, dtype, latent, batch, seed=0, compiled=False):
+    """Writes out/unet.pt (traced at `batch`) or, compiled, out/unet.pt2 (tools/export_sd.py's torch.export +
+    AOTInductor, batches 1 to 64), and out/manifest.json."""
     # sd1 downsamples 3 times, sdxl twice; other sizes would need diffusers' upsample_size path
     factor = 2 ** (len(CONFIGS[family]["block_out_channels"]) - 1)
     if latent % factor:
@@ -351,17 +354,28 @@ def trace_to(out, family, device, dtype, latent, batch, seed=0):
     tdtype = getattr(torch, dtype)
     model = build(family, device, tdtype, seed)
     t_build = time.time() - t0
-    with torch.no_grad():
-        traced = torch.jit.trace(model, example_inputs(family, batch, latent, device, tdtype, seed),
-                                 check_trace=False)
-    t_trace = time.time() - t0 - t_build
     os.makedirs(out, exist_ok=True)
-    traced.save(os.path.join(out, "unet.pt"))
+    described = manifest(family, device, dtype, latent)
+    if compiled:
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools"))
+        from export_sd import compile_pt2
+        name = "unet.pt2"
+        compile_pt2(model, example_inputs(family, max(batch, 2), latent, device, tdtype, seed), os.path.join(out, name), 64)
+        described["files"] = {"unet": name}
+        described["export"].update(format="pt2", batch=[1, 64])
+    else:
+        name = "unet.pt"
+        with torch.no_grad():
+            traced = torch.jit.trace(model, example_inputs(family, batch, latent, device, tdtype, seed),
+                                     check_trace=False)
+        traced.save(os.path.join(out, name))
+    t_trace = time.time() - t0 - t_build
     with open(os.path.join(out, "manifest.json"), "w") as f:
-        json.dump(manifest(family, device, dtype, latent), f, indent=2)
+        json.dump(described, f, indent=2)
         f.write("\n")
-    print(f"{family}: {count_params(model):,} parameters; built in {t_build:.1f} s, traced in {t_trace:.1f} s, "
-          f"total {time.time() - t0:.1f} s -> {os.path.join(out, 'unet.pt')}")
+    print(f"{family}: {count_params(model):,} parameters; built in {t_build:.1f} s, "
+          f"{'compiled' if compiled else 'traced'} in {t_trace:.1f} s, total {time.time() - t0:.1f} s -> "
+          f"{os.path.join(out, name)}")
 
 
 def diffusers_config(family):
@@ -430,7 +444,9 @@ def main():
     p.add_argument("--latent", type=int, default=64)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="folder for unet.pt and manifest.json")
+    p.add_argument("--out", help="folder for unet.pt (or unet.pt2) and manifest.json")
+    p.add_argument("--format", default="torchscript", choices=["torchscript", "pt2"],
+                   help="pt2: compile with torch.export + AOTInductor (minutes) instead of tracing")
     p.add_argument("--check-against-diffusers", action="store_true")
     p.add_argument("--skip-output-check", action="store_true", help="with --check-against-diffusers")
     a = p.parse_args()
@@ -441,7 +457,7 @@ def main():
         raise SystemExit(0 if all(results) else 1)
     if not a.out or len(families) != 1:
         p.error("tracing needs --out and one --family")
-    trace_to(a.out, families[0], a.device, a.dtype, a.latent, a.batch, a.seed)
+    trace_to(a.out, families[0], a.device, a.dtype, a.latent, a.batch, a.seed, compiled=a.format == "pt2")
 
 
 if __name__ == "__main__":

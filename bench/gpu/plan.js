@@ -23,7 +23,7 @@ const item = (model, variant, methods, { batches = [1], python = true, repeats =
 
 /**
  * The items in the order they run. On CUDA: SD-V1-4 float16 eager and graphed against Python first, then SDXL
- * float16, then float32, then the rest (the other methods, larger batches). The dry run is the same code on the CPU
+ * float16, then SD-V1-4 compiled (.pt2), then float32, then the rest (the other methods, larger batches). The dry run is the same code on the CPU
  * at small sizes: SD-V1-4's architecture at 8x8 latents, 2 steps. Seconds are what an item costs before its first
  * figure: `trace` once per model, `load` every time.
  */
@@ -41,6 +41,8 @@ function gpuPlan(dryRun) {
   }
   const sd1 = (dtype) => ({ family: 'sd1', latent: 64, dtype, repeats: 3, trace: 60, load: 30 });
   const sdxl = (dtype) => ({ family: 'sdxl', latent: 128, dtype, repeats: 2, trace: 150, load: 60 });
+  // Compiled (.pt2): torch.export and AOTInductor take minutes where tracing takes seconds.
+  const sd1Compiled = (dtype) => ({ ...sd1(dtype), format: 'pt2', trace: 300 });
   return {
     device: 'cuda', steps: 50, checkSeconds: 90,
     items: [
@@ -48,6 +50,8 @@ function gpuPlan(dryRun) {
       item(sd1('float16'), variants.graphs, fast),
       item(sdxl('float16'), variants.eager, fast),
       item(sdxl('float16'), variants.graphs, fast),
+      item(sd1Compiled('float16'), variants.eager, fast),
+      item(sd1Compiled('float16'), variants.graphs, fast),
       item(sd1('float32'), variants.eager, fast),
       item(sd1('float32'), variants.graphsTf32, fast),
       item(sd1('float16'), variants.benchmark, fast),
@@ -61,7 +65,7 @@ function gpuPlan(dryRun) {
   };
 }
 
-const modelKey = ({ family, dtype, latent }) => `${family} ${dtype}, latent ${latent}x${latent}`;
+const modelKey = ({ family, dtype, latent, format }) => `${family}${format ? ` ${format}` : ''} ${dtype}, latent ${latent}x${latent}`;
 
 /**
  * Runs `items` in order within `budgetSeconds` of `elapsed()`. An item whose start-up cost (`trace` the first time
