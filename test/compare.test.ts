@@ -245,7 +245,8 @@ describe('easyinv bench', () => {
     fs.mkdirSync(bundle);
     fs.copyFileSync(path.join(weights, 'test-sdxl', 'unet.pt'), path.join(bundle, 'unet.pt'));
     const manifest = JSON.parse(fs.readFileSync(path.join(weights, 'test-sdxl', 'manifest.json'), 'utf8'));
-    fs.writeFileSync(path.join(bundle, 'manifest.json'), JSON.stringify({ ...manifest, files: { unet: 'unet.pt' } }));
+    // without text encoders, the pooled embedding's width comes from the manifest (test-sdxl's encoder projects to 12)
+    fs.writeFileSync(path.join(bundle, 'manifest.json'), JSON.stringify({ ...manifest, files: { unet: 'unet.pt' }, pooled_dim: 12 }));
     const { stdout } = await promisify(execFile)(process.execPath, [cli, 'bench', '--model', bundle,
       '--steps', '2', '--repeats', '1', '--batches', '1', '--methods', 'ddim', '--guidance', '3', '--json']);
     const { rows, python, pythonError } = JSON.parse(stdout);
