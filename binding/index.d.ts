@@ -98,6 +98,7 @@ export interface Capabilities {
   cuda: boolean;
   cudnn: boolean;
   cudaBuild: boolean;
+  /** The intra-op threads LibTorch computes with on the device threads (setThreads). */
   threads: number;
   /** The NVRTC builtins library the addon loaded by path for LibTorch's runtime compiler (CUDA builds); else null. */
   nvrtcBuiltins: string | null;
@@ -133,6 +134,11 @@ export interface Addon {
    * UNet, and the process keeps its peak memory. Process-wide and one-way; false where not glibc.
    */
   retainFreedMemory(): boolean;
+  /**
+   * The intra-op threads LibTorch computes with on every device thread, from each one's next job on (process-wide;
+   * a RangeError unless an integer from 1 to 1024). Without a call, LibTorch's own default.
+   */
+  setThreads(threads: number): void;
   /** Tensor handles of this JS environment that are not disposed yet (a leak check). */
   liveTensors(): number;
   /** Peak bytes allocated on a CUDA device since the last resetPeakMemory; null on the CPU. */
