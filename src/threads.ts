@@ -18,3 +18,19 @@ export function defaultThreads(env: NodeJS.ProcessEnv = process.env): number {
   }
   return availableParallelism();
 }
+
+/**
+ * Loads the addon with OpenMP's idle threads sleeping at once (OMP_WAIT_POLICY=PASSIVE) unless the user chose
+ * (OMP_WAIT_POLICY or GOMP_SPINCOUNT set). OpenMP reads the variable once, when LibTorch loads it; the environment is
+ * restored after. By default they spin first, and where other processes share the CPUs the spinning threads take the
+ * time slices the working ones need: 2 threads were 5x slower than 1 on a busy 2-CPU machine (docs/cpu.md).
+ */
+export function loadWithPassiveWaits<T>(load: () => T, env: NodeJS.ProcessEnv = process.env): T {
+  if (env.OMP_WAIT_POLICY !== undefined || env.GOMP_SPINCOUNT !== undefined) return load();
+  env.OMP_WAIT_POLICY = 'PASSIVE';
+  try {
+    return load();
+  } finally {
+    delete env.OMP_WAIT_POLICY;
+  }
+}

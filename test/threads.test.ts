@@ -17,7 +17,7 @@ const thrown = (call: () => unknown) => {
 // The environment of a user who set none of the thread variables, plus `extra`.
 const envWith = (extra: NodeJS.ProcessEnv) => {
   const env = { ...process.env, ...extra };
-  for (const name of ['OMP_NUM_THREADS', 'MKL_NUM_THREADS']) if (!(name in extra)) delete env[name];
+  for (const name of ['OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OMP_WAIT_POLICY', 'GOMP_SPINCOUNT']) if (!(name in extra)) delete env[name];
   return env;
 };
 
@@ -49,6 +49,17 @@ describe('thread defaults', () => {
     const run = await runIsolated('await easyinv.capabilities();', 60_000, envWith({ OMP_NUM_THREADS: 'all' }));
     expect(run.code).toBe(3);
     expect(run.stderr).toContain("RangeError: easyinv: OMP_NUM_THREADS must be a whole number of threads from 1 to 1024, not 'all'");
+  });
+
+  // libgomp prints the settings it read when OMP_DISPLAY_ENV is set.
+  test('OpenMP loads with passive waits unless the user chose a wait policy, and the environment is left as it was', async () => {
+    const report = 'await easyinv.capabilities(); console.log(JSON.stringify(process.env.OMP_WAIT_POLICY ?? null));';
+    const plain = await runIsolated(report, 60_000, envWith({ OMP_DISPLAY_ENV: 'TRUE' }));
+    expect(plain.stderr).toMatch(/OMP_WAIT_POLICY = 'PASSIVE'/);
+    expect(JSON.parse(plain.stdout)).toBeNull();
+    const chosen = await runIsolated(report, 60_000, envWith({ OMP_DISPLAY_ENV: 'TRUE', OMP_WAIT_POLICY: 'ACTIVE' }));
+    expect(chosen.stderr).toMatch(/OMP_WAIT_POLICY = 'ACTIVE'/);
+    expect(JSON.parse(chosen.stdout)).toBe('ACTIVE');
   });
 
   test('setThreads changes them for the work queued after it', async () => {
