@@ -1,6 +1,6 @@
 // The typed native addon; the rest of the library imports it from here.
 import { loadAddon, type Addon, type TensorClass } from '../binding';
-import { defaultThreads, loadWithPassiveWaits } from './threads';
+import { defaultThreads, loadWithThreadSettings } from './threads';
 
 export type {
   Capabilities,
@@ -21,7 +21,7 @@ let loaded: Addon | undefined;
 function load(): Addon {
   if (loaded === undefined) {
     const threads = defaultThreads(); // before loading, so that a bad variable leaves the addon unloaded
-    loaded = loadWithPassiveWaits(loadAddon);
+    loaded = loadWithThreadSettings(loadAddon);
     loaded.setThreads(threads);
   }
   return loaded;

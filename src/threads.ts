@@ -19,18 +19,23 @@ export function defaultThreads(env: NodeJS.ProcessEnv = process.env): number {
   return availableParallelism();
 }
 
-/**
- * Loads the addon with OpenMP's idle threads sleeping at once (OMP_WAIT_POLICY=PASSIVE) unless the user chose
- * (OMP_WAIT_POLICY or GOMP_SPINCOUNT set). OpenMP reads the variable once, when LibTorch loads it; the environment is
- * restored after. By default they spin first, and where other processes share the CPUs the spinning threads take the
- * time slices the working ones need: 2 threads were 5x slower than 1 on a busy 2-CPU machine (docs/cpu.md).
- */
-export function loadWithPassiveWaits<T>(load: () => T, env: NodeJS.ProcessEnv = process.env): T {
-  if (env.OMP_WAIT_POLICY !== undefined || env.GOMP_SPINCOUNT !== undefined) return load();
-  env.OMP_WAIT_POLICY = 'PASSIVE';
+// Read once, when LibTorch's libraries load with the addon, so set for that moment only, each unless the user set it
+// (or, for OpenMP's wait, GOMP_SPINCOUNT). OpenMP's idle threads by default spin before sleeping: where other
+// processes share the CPUs, they take the time slices the working ones need (2 threads were 5x slower than 1 on a
+// busy 2-CPU machine). OpenBLAS, when it is the system's BLAS (Debian's LibTorch 1.13), starts a pool of its own
+// as large as the machine, which fights LibTorch's (2x slower forwards). docs/cpu.md has the measurements.
+const loadTimeSettings = [
+  { name: 'OMP_WAIT_POLICY', value: 'PASSIVE', unlessSet: ['OMP_WAIT_POLICY', 'GOMP_SPINCOUNT'] },
+  { name: 'OPENBLAS_NUM_THREADS', value: '1', unlessSet: ['OPENBLAS_NUM_THREADS'] },
+];
+
+/** Runs `load` with the settings above in the environment, and leaves the environment as it was. */
+export function loadWithThreadSettings<T>(load: () => T, env: NodeJS.ProcessEnv = process.env): T {
+  const added = loadTimeSettings.filter(({ unlessSet }) => unlessSet.every((name) => env[name] === undefined));
+  for (const { name, value } of added) env[name] = value;
   try {
     return load();
   } finally {
-    delete env.OMP_WAIT_POLICY;
+    for (const { name } of added) delete env[name];
   }
 }

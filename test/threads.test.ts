@@ -1,7 +1,7 @@
 import { availableParallelism } from 'os';
 
 import { capabilities, setThreads } from '../src';
-import { defaultThreads } from '../src/threads';
+import { defaultThreads, loadWithThreadSettings } from '../src/threads';
 import { runIsolated } from './isolated';
 
 // Errors made by the addon come from Node's realm, not jest's: compared by name and message.
@@ -17,7 +17,7 @@ const thrown = (call: () => unknown) => {
 // The environment of a user who set none of the thread variables, plus `extra`.
 const envWith = (extra: NodeJS.ProcessEnv) => {
   const env = { ...process.env, ...extra };
-  for (const name of ['OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OMP_WAIT_POLICY', 'GOMP_SPINCOUNT']) if (!(name in extra)) delete env[name];
+  for (const name of ['OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'OPENBLAS_NUM_THREADS']) if (!(name in extra)) delete env[name];
   return env;
 };
 
@@ -49,6 +49,19 @@ describe('thread defaults', () => {
     const run = await runIsolated('await easyinv.capabilities();', 60_000, envWith({ OMP_NUM_THREADS: 'all' }));
     expect(run.code).toBe(3);
     expect(run.stderr).toContain("RangeError: easyinv: OMP_NUM_THREADS must be a whole number of threads from 1 to 1024, not 'all'");
+  });
+
+  test('the addon loads with passive OpenMP waits and one OpenBLAS thread, each unless the user chose', () => {
+    const seen = (env: NodeJS.ProcessEnv) => {
+      const during = loadWithThreadSettings(() => ({ ...env }), env);
+      return { during, after: env };
+    };
+    expect(seen({ HOME: 'h' })).toEqual({ during: { HOME: 'h', OMP_WAIT_POLICY: 'PASSIVE', OPENBLAS_NUM_THREADS: '1' }, after: { HOME: 'h' } });
+    expect(seen({ OMP_WAIT_POLICY: 'ACTIVE', OPENBLAS_NUM_THREADS: '2' }).during).toEqual({ OMP_WAIT_POLICY: 'ACTIVE', OPENBLAS_NUM_THREADS: '2' });
+    expect(seen({ GOMP_SPINCOUNT: '1000' }).during).toEqual({ GOMP_SPINCOUNT: '1000', OPENBLAS_NUM_THREADS: '1' });
+    const failing = { HOME: 'h' };
+    expect(() => loadWithThreadSettings(() => { throw new Error('no addon'); }, failing)).toThrow('no addon');
+    expect(failing).toEqual({ HOME: 'h' });
   });
 
   // libgomp prints the settings it read when OMP_DISPLAY_ENV is set.
