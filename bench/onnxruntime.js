@@ -5,9 +5,9 @@
 // the CPU build from the npm registry, unless set otherwise), equal outputs checked, then interleaved rounds, each
 // runtime in a fresh process per round so that its peak RSS is its own: forwards at batch 1 and 2, a DDIM inversion
 // loop, peak RSS and the longest event-loop stall. Both run with their defaults; --threads 1,2 adds easyinv rows
-// with setThreads(n). Results: docs/cpu.md.
+// with setThreads(n), --channels-last one with channelsLast. Results: docs/cpu.md.
 // Usage: npm run bench:onnxruntime -- [--model weights/tiny-sd1-256] [--rounds 11] [--forwards 20] [--steps 50]
-//        [--threads 1] [--scratch DIR] [--python PYTHON] [--onnxruntime 1.30.0]
+//        [--threads 1] [--channels-last] [--scratch DIR] [--python PYTHON] [--onnxruntime 1.30.0]
 'use strict';
 const { execFileSync } = require('child_process');
 const crypto = require('crypto');
@@ -47,14 +47,16 @@ async function easyinvRuntime(job, inputs) {
   if (job.threads) easyinv.setThreads(job.threads);
   const { libtorch, threads } = await easyinv.capabilities();
   stages.libtorch = rssMiB();
-  const unet = await easyinv.loadModule(job.unet);
+  const unet = await easyinv.loadModule(job.unet, { channelsLast: job.channelsLast });
   stages.loaded = rssMiB();
   const { Tensor } = easyinv;
   const feeds = inputs.batches.map(({ sample, timestep, cond, shapes }) => [
     Tensor.fromArray(sample, shapes[0]), Tensor.fromArray(timestep, shapes[1], { dtype: 'int64' }), Tensor.fromArray(cond, shapes[2]),
   ]);
+  // Debian's LibTorch computes matrix products with the system's libblas.so.3: reference BLAS or OpenBLAS.
+  const blas = fs.readFileSync('/proc/self/maps', 'utf8').match(/\S*(?:openblas|blas)\S*\.so\S*/)?.[0];
   return {
-    about: { libtorch, threads, stages },
+    about: { libtorch, threads, stages, blas },
     async forward(batch, read) {
       const eps = await unet.forward(...feeds[batch - 1]);
       const data = read ? await eps.toArray() : undefined;
@@ -198,6 +200,7 @@ async function main() {
   const runtimes = [
     { name: 'easyinv (defaults)', runtime: 'easyinv' },
     ...extraThreads.map((threads) => ({ name: `easyinv, setThreads(${threads})`, runtime: 'easyinv', threads })),
+    ...(process.argv.includes('--channels-last') ? [{ name: 'easyinv, channelsLast', runtime: 'easyinv', channelsLast: true }] : []),
     { name: 'onnxruntime-node (defaults)', runtime: 'onnxruntime' },
   ];
   const results = runtimes.map(() => []);
@@ -216,7 +219,7 @@ async function main() {
   const reference = results[runtimes.length - 1][0];
   const first = results[0][0];
   console.log(`\n${path.relative(root, model) || model}: UNet at [B, 4, ${side}, ${side}], ${os.availableParallelism()} CPUs, ` +
-    `LibTorch ${first.libtorch}, onnxruntime-node ${reference.onnxruntime}; ${rounds} interleaved rounds of ${forwards} forwards ` +
+    `LibTorch ${first.libtorch} (BLAS: ${first.blas ? path.basename(path.dirname(first.blas)) + '/' + path.basename(first.blas) : 'none loaded'}), onnxruntime-node ${reference.onnxruntime}; ${rounds} interleaved rounds of ${forwards} forwards ` +
     `per batch and one ${stepCount}-step DDIM inversion, median (min–max) over rounds`);
   for (let i = 0; i < runtimes.length - 1; i++) {
     const { outputs, threads } = results[i][0];
