@@ -5,9 +5,9 @@
 // the CPU build from the npm registry, unless set otherwise), equal outputs checked, then interleaved rounds, each
 // runtime in a fresh process per round so that its peak RSS is its own: forwards at batch 1 and 2, a DDIM inversion
 // loop, peak RSS and the longest event-loop stall. Both run with their defaults; --threads 1,2 adds easyinv rows
-// with setThreads(n), --channels-last one with channelsLast. Results: docs/cpu.md.
+// with setThreads(n), --channels-last one with channelsLast, --retain-freed-memory one after retainFreedMemory(). Results: docs/cpu.md.
 // Usage: npm run bench:onnxruntime -- [--model weights/tiny-sd1-256] [--rounds 11] [--forwards 20] [--steps 50]
-//        [--threads 1] [--channels-last] [--scratch DIR] [--python PYTHON] [--onnxruntime 1.30.0]
+//        [--threads 1] [--channels-last] [--retain-freed-memory] [--scratch DIR] [--python PYTHON] [--onnxruntime 1.30.0]
 'use strict';
 const { execFileSync } = require('child_process');
 const crypto = require('crypto');
@@ -45,6 +45,7 @@ async function easyinvRuntime(job, inputs) {
   const stages = { node: rssMiB() };
   const easyinv = require('..');
   if (job.threads) easyinv.setThreads(job.threads);
+  if (job.retainFreedMemory) easyinv.retainFreedMemory();
   const { libtorch, threads } = await easyinv.capabilities();
   stages.libtorch = rssMiB();
   const unet = await easyinv.loadModule(job.unet, { channelsLast: job.channelsLast });
@@ -202,6 +203,7 @@ async function main() {
     { name: 'easyinv (defaults)', runtime: 'easyinv' },
     ...extraThreads.map((threads) => ({ name: `easyinv, setThreads(${threads})`, runtime: 'easyinv', threads })),
     ...(process.argv.includes('--channels-last') ? [{ name: 'easyinv, channelsLast', runtime: 'easyinv', channelsLast: true }] : []),
+    ...(process.argv.includes('--retain-freed-memory') ? [{ name: 'easyinv, retainFreedMemory()', runtime: 'easyinv', retainFreedMemory: true }] : []),
     { name: 'onnxruntime-node (defaults)', runtime: 'onnxruntime' },
   ];
   const results = runtimes.map(() => []);
