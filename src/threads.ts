@@ -20,12 +20,13 @@ export function defaultThreads(env: NodeJS.ProcessEnv = process.env): number {
 }
 
 // Read once, when LibTorch's libraries load with the addon, so set for that moment only, each unless the user set it
-// (or, for OpenMP's wait, GOMP_SPINCOUNT). OpenMP's idle threads by default spin before sleeping: where other
-// processes share the CPUs, they take the time slices the working ones need (2 threads were 5x slower than 1 on a
-// busy 2-CPU machine). OpenBLAS, when it is the system's BLAS (Debian's LibTorch 1.13), starts a pool of its own
-// as large as the machine, which fights LibTorch's (2x slower forwards). docs/cpu.md has the measurements.
+// (or, for OpenMP, OMP_WAIT_POLICY). OpenMP's idle threads spin 300,000 rounds before they sleep: where other
+// processes share the CPUs they take the time slices the working ones need (2 threads 5.5x slower than 1 on a busy
+// 2-CPU machine); 30,000 kept the quiet machine's speed (sleeping at once cost it 1.7x). OpenBLAS, when it is the
+// system's BLAS (Debian's LibTorch 1.13), starts a pool of its own as large as the machine, which fights LibTorch's
+// (2.3x slower forwards). docs/cpu.md has the measurements.
 const loadTimeSettings = [
-  { name: 'OMP_WAIT_POLICY', value: 'PASSIVE', unlessSet: ['OMP_WAIT_POLICY', 'GOMP_SPINCOUNT'] },
+  { name: 'GOMP_SPINCOUNT', value: '30000', unlessSet: ['GOMP_SPINCOUNT', 'OMP_WAIT_POLICY'] },
   { name: 'OPENBLAS_NUM_THREADS', value: '1', unlessSet: ['OPENBLAS_NUM_THREADS'] },
 ];
 

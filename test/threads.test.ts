@@ -51,12 +51,12 @@ describe('thread defaults', () => {
     expect(run.stderr).toContain("RangeError: easyinv: OMP_NUM_THREADS must be a whole number of threads from 1 to 1024, not 'all'");
   });
 
-  test('the addon loads with passive OpenMP waits and one OpenBLAS thread, each unless the user chose', () => {
+  test('the addon loads with a short OpenMP spin and one OpenBLAS thread, each unless the user chose', () => {
     const seen = (env: NodeJS.ProcessEnv) => {
       const during = loadWithThreadSettings(() => ({ ...env }), env);
       return { during, after: env };
     };
-    expect(seen({ HOME: 'h' })).toEqual({ during: { HOME: 'h', OMP_WAIT_POLICY: 'PASSIVE', OPENBLAS_NUM_THREADS: '1' }, after: { HOME: 'h' } });
+    expect(seen({ HOME: 'h' })).toEqual({ during: { HOME: 'h', GOMP_SPINCOUNT: '30000', OPENBLAS_NUM_THREADS: '1' }, after: { HOME: 'h' } });
     expect(seen({ OMP_WAIT_POLICY: 'ACTIVE', OPENBLAS_NUM_THREADS: '2' }).during).toEqual({ OMP_WAIT_POLICY: 'ACTIVE', OPENBLAS_NUM_THREADS: '2' });
     expect(seen({ GOMP_SPINCOUNT: '1000' }).during).toEqual({ GOMP_SPINCOUNT: '1000', OPENBLAS_NUM_THREADS: '1' });
     const failing = { HOME: 'h' };
@@ -65,14 +65,14 @@ describe('thread defaults', () => {
   });
 
   // libgomp prints the settings it read when OMP_DISPLAY_ENV is set.
-  test('OpenMP loads with passive waits unless the user chose a wait policy, and the environment is left as it was', async () => {
-    const report = 'await easyinv.capabilities(); console.log(JSON.stringify(process.env.OMP_WAIT_POLICY ?? null));';
-    const plain = await runIsolated(report, 60_000, envWith({ OMP_DISPLAY_ENV: 'TRUE' }));
-    expect(plain.stderr).toMatch(/OMP_WAIT_POLICY = 'PASSIVE'/);
+  test('OpenMP loads with the short spin unless the user chose, and the environment is left as it was', async () => {
+    const report = 'await easyinv.capabilities(); console.log(JSON.stringify(process.env.GOMP_SPINCOUNT ?? null));';
+    const plain = await runIsolated(report, 60_000, envWith({ OMP_DISPLAY_ENV: 'VERBOSE' }));
+    expect(plain.stderr).toMatch(/GOMP_SPINCOUNT = '30000'/);
     expect(JSON.parse(plain.stdout)).toBeNull();
-    const chosen = await runIsolated(report, 60_000, envWith({ OMP_DISPLAY_ENV: 'TRUE', OMP_WAIT_POLICY: 'ACTIVE' }));
-    expect(chosen.stderr).toMatch(/OMP_WAIT_POLICY = 'ACTIVE'/);
-    expect(JSON.parse(chosen.stdout)).toBe('ACTIVE');
+    const chosen = await runIsolated(report, 60_000, envWith({ OMP_DISPLAY_ENV: 'VERBOSE', GOMP_SPINCOUNT: '1000' }));
+    expect(chosen.stderr).toMatch(/GOMP_SPINCOUNT = '1000'/);
+    expect(JSON.parse(chosen.stdout)).toBe('1000');
   });
 
   test('setThreads changes them for the work queued after it', async () => {
