@@ -98,6 +98,7 @@ export interface Capabilities {
   cuda: boolean;
   cudnn: boolean;
   cudaBuild: boolean;
+  /** The intra-op threads LibTorch computes with on the device threads (setThreads). */
   threads: number;
   /** Whether this build loads compiled .pt2 bundles (AOTInductor packages: LibTorch >= 2.6). */
   compiledBundles: boolean;
@@ -135,6 +136,11 @@ export interface Addon {
    * UNet, and the process keeps its peak memory. Process-wide and one-way; false where not glibc.
    */
   retainFreedMemory(): boolean;
+  /**
+   * The intra-op threads LibTorch computes with on every device thread, from each one's next job on (process-wide;
+   * a RangeError unless an integer from 1 to 1024). Without a call, LibTorch's own default.
+   */
+  setThreads(threads: number): void;
   /** Tensor handles of this JS environment that are not disposed yet (a leak check). */
   liveTensors(): number;
   /** Peak bytes allocated on a CUDA device since the last resetPeakMemory; null on the CPU. */

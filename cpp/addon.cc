@@ -194,6 +194,12 @@ Napi::Value RetainFreedMemory(const Napi::CallbackInfo& info) {
 #endif
 }
 
+// The intra-op threads of every device thread, from its next job on (the policy, and its checks, are the library's).
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  SetIntraOpThreads(static_cast<int>(IntegerValue(info.Env(), info[0], "threads", 1, 1024)));
+  return info.Env().Undefined();
+}
+
 Napi::Value LiveTensors(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(AddonOf(info.Env()).live_tensors));
 }
@@ -222,6 +228,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("emptyCache", Napi::Function::New(env, EmptyCache, "emptyCache"));
   exports.Set("cudaSettings", Napi::Function::New(env, CudaSettings, "cudaSettings"));
   exports.Set("retainFreedMemory", Napi::Function::New(env, RetainFreedMemory, "retainFreedMemory"));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
   exports.Set("liveTensors", Napi::Function::New(env, LiveTensors, "liveTensors"));
   exports.Set("peakMemory", Napi::Function::New(env, PeakMemory, "peakMemory"));
   exports.Set("resetPeakMemory", Napi::Function::New(env, ResetPeakMemory, "resetPeakMemory"));

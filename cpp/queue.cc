@@ -1,13 +1,17 @@
 #include "queue.h"
 
+#include <ATen/Parallel.h>
 #include <c10/core/StreamGuard.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
+#include <atomic>
 #include <map>
 #include <thread>
 
 namespace easyinv {
 namespace {
+
+std::atomic<int> requested_threads{0};  // 0: LibTorch's own default
 
 // One thread per device, shared by every JS environment of the process. Kernels of one device run in the order
 // they were submitted; CPU kernels still use LibTorch's intra-op thread pool.
@@ -54,6 +58,8 @@ class DeviceQueue {
         job = jobs_.front();
         jobs_.pop_front();
       }
+      const int threads = requested_threads.load();
+      if (threads > 0 && threads != at::get_num_threads()) at::set_num_threads(threads);
       job->Run();
     }
   }
@@ -67,6 +73,8 @@ class DeviceQueue {
 }  // namespace
 
 std::optional<c10::Stream> DeviceStream(const c10::Device& device) { return DeviceQueue::For(device).stream(); }
+
+void SetIntraOpThreads(int threads) { requested_threads.store(threads); }
 
 EnvState::EnvState(Napi::Env env)
     : env_(env), completions_(Completions::New(env, "easyinv", 0, 1, this)) {

@@ -62,6 +62,10 @@ class Job {
 // in order with the device's jobs.
 std::optional<c10::Stream> DeviceStream(const c10::Device& device);
 
+// LibTorch's intra-op thread count is per calling thread (OpenMP's and MKL's settings are), so the count asked for
+// here is applied by each device thread before its next job.
+void SetIntraOpThreads(int threads);
+
 // The completion channel of the JS environment `env` (kept with the addon's per-environment state, addon.h).
 EnvState& EnvStateOf(Napi::Env env);
 

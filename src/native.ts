@@ -1,5 +1,6 @@
 // The typed native addon; the rest of the library imports it from here.
 import { loadAddon, type Addon, type TensorClass } from '../binding';
+import { defaultThreads, loadWithThreadSettings } from './threads';
 
 export type {
   Capabilities,
@@ -16,7 +17,15 @@ export type {
 } from '../binding';
 
 let loaded: Addon | undefined;
-const load = () => (loaded ??= loadAddon());
+
+function load(): Addon {
+  if (loaded === undefined) {
+    const threads = defaultThreads(); // before loading, so that a bad variable leaves the addon unloaded
+    loaded = loadWithThreadSettings(loadAddon);
+    loaded.setThreads(threads);
+  }
+  return loaded;
+}
 
 /**
  * The addon, loaded on first use rather than at require time: the parts that need no LibTorch (schedules,

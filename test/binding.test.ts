@@ -23,7 +23,7 @@ const moduleMembers: Record<keyof NativeModule, true> = {
 const addonExports: Record<keyof Addon, true> = {
   path: true, Tensor: true, Module: true, loadModule: true, capabilities: true, synchronize: true, emptyCache: true,
   cudaSettings: true, retainFreedMemory: true, liveTensors: true, regularizeNoise: true, psnr: true, ssim: true, peakMemory: true, resetPeakMemory: true,
-  nvrtcCheck: true,
+  nvrtcCheck: true, setThreads: true,
 };
 
 const ownNames = (object: object) => Object.getOwnPropertyNames(object).filter((name) => name !== 'constructor');
