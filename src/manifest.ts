@@ -128,11 +128,24 @@ export function readManifest(dir: string): Manifest {
   if (problems.length > 0) {
     throw bundleError(dir, `has a manifest.json that easyinv cannot use:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
   }
+  const outside = (field: string, name: string, how: string) => bundleError(dir, `has "${field}": ${JSON.stringify(name)}, ` +
+    `${how} outside the bundle's folder: a bundle names files of its own folder, so that a copy of the folder works`);
   for (const [role, name] of Object.entries(manifest.files)) {
-    const packaged = role.startsWith('tokenizer') && Object.hasOwn(packagedTokenizers, name);
-    if (!packaged && !fs.existsSync(path.join(dir, name))) throw bundleError(dir, `lacks its ${role} file ${name}`);
+    if (role.startsWith('tokenizer') && Object.hasOwn(packagedTokenizers, name)) continue;
+    const file = path.join(dir, name);
+    if (path.isAbsolute(name) || !isInside(dir, file)) throw outside(`files.${role}`, name, 'a path that leads');
+    if (!fs.existsSync(file)) throw bundleError(dir, `lacks its ${role} file ${name}`);
+    if (!isInside(fs.realpathSync(dir), fs.realpathSync(file))) throw outside(`files.${role}`, name, 'a link that leads');
+  }
+  for (const name of Object.keys(manifest.sha256 ?? {})) {
+    if (path.isAbsolute(name) || !isInside(dir, path.join(dir, name))) throw outside('sha256', name, 'a path that leads');
   }
   return manifest;
+}
+
+function isInside(dir: string, file: string): boolean {
+  const relative = path.relative(dir, file);
+  return relative !== '' && !relative.startsWith('..') && !path.isAbsolute(relative);
 }
 
 /** The PyTorch version that wrote the bundle's TorchScript files (export_sd.py records it), if known. */

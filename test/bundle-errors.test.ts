@@ -97,6 +97,20 @@ describe('bad bundles', () => {
     model.dispose();
   });
 
+  test('a manifest path that leads outside the bundle, by .., an absolute path or a link, is refused naming its field', async () => {
+    const elsewhere = path.join(weights, 'test-sd1', 'unet.pt');
+    const up = bundleCopy('test-sd1', (m) => (m.files.unet = '../test-sd1/unet.pt'));
+    await expect(loadModel(up)).rejects.toThrow(/has "files\.unet": "\.\.\/test-sd1\/unet\.pt", a path that leads outside the bundle's folder/);
+    const absolute = bundleCopy('test-sd1', (m) => (m.files.unet = elsewhere));
+    await expect(loadModel(absolute)).rejects.toThrow(/has "files\.unet": ".*unet\.pt", a path that leads outside the bundle's folder/);
+    const linked = bundleCopy('test-sd1');
+    fs.rmSync(path.join(linked, 'unet.pt'));
+    fs.symlinkSync(elsewhere, path.join(linked, 'unet.pt'));
+    await expect(loadModel(linked)).rejects.toThrow(/has "files\.unet": "unet\.pt", a link that leads outside the bundle's folder/);
+    const hashed = bundleCopy('test-sd1', (m) => (m.sha256 = { '../x.pt': 'a'.repeat(64) }));
+    await expect(loadModel(hashed)).rejects.toThrow(/has "sha256": "\.\.\/x\.pt", a path that leads outside/);
+  });
+
   test('a bundle traced for cuda, asked for on the cpu', async () => {
     const dir = bundleCopy('test-sd1', (m) => (m.device = 'cuda'));
     await expect(loadModel(dir, { device: 'cpu' })).rejects.toThrow(/was traced on cuda and cannot run on cpu: export a cpu bundle/);
