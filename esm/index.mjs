@@ -6,5 +6,6 @@ export const {
   Module, loadModule, Model, loadModel, readManifest, invert, reconstruct, methodNames,
   loadLpips, lpips, psnr, ssim, imageBytes, readImage, writeImage, writeGrid,
   quantize, loadLatents, saveLatents, alphaBars, makeSchedule, samplingTimesteps, ddimWeights, Tensor,
-  capabilities, nvrtcCheck, synchronize, emptyCache, cudaSettings, retainFreedMemory, liveTensors, notebookSettings,
+  capabilities, nvrtcCheck, setThreads, synchronize, emptyCache, cudaSettings, retainFreedMemory, liveTensors,
+  notebookSettings,
 } = library;
