@@ -5,9 +5,11 @@
 // the CPU build from the npm registry, unless set otherwise), equal outputs checked, then interleaved rounds, each
 // runtime in a fresh process per round so that its peak RSS is its own: forwards at batch 1 and 2, a DDIM inversion
 // loop, peak RSS and the longest event-loop stall. Both run with their defaults; --threads 1,2 adds easyinv rows
-// with setThreads(n), --channels-last one with channelsLast, --retain-freed-memory one after retainFreedMemory(). Results: docs/cpu.md.
+// with setThreads(n), --channels-last one with channelsLast, --retain-freed-memory one after retainFreedMemory(),
+// --compiled DIR one with the UNet of DIR, the bundle's compiled .pt2 twin (test/python/make_pt2_bundles.py). Results: docs/cpu.md.
 // Usage: npm run bench:onnxruntime -- [--model weights/tiny-sd1-256] [--rounds 11] [--forwards 20] [--steps 50]
-//        [--threads 1] [--channels-last] [--retain-freed-memory] [--scratch DIR] [--python PYTHON] [--onnxruntime 1.30.0]
+//        [--threads 1] [--channels-last] [--retain-freed-memory] [--compiled DIR] [--scratch DIR] [--python PYTHON]
+//        [--onnxruntime 1.30.0]
 'use strict';
 const { execFileSync } = require('child_process');
 const crypto = require('crypto');
@@ -181,6 +183,12 @@ function installOnnxruntime(scratch, version) {
   });
 }
 
+function compiledUnet(dir) {
+  const { files } = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
+  if (!files.unet.endsWith('.pt2')) throw new Error(`--compiled ${dir}: its UNet ${files.unet} is not a .pt2 package`);
+  return path.resolve(dir, files.unet);
+}
+
 const maxDifference = (a, b) => a.reduce((most, value, i) => Math.max(most, Math.abs(value - b[i])), 0);
 const spread = (values, digits) => `${median(values).toFixed(digits)} (${Math.min(...values).toFixed(digits)}–${Math.max(...values).toFixed(digits)})`;
 
@@ -204,13 +212,14 @@ async function main() {
     ...extraThreads.map((threads) => ({ name: `easyinv, setThreads(${threads})`, runtime: 'easyinv', threads })),
     ...(process.argv.includes('--channels-last') ? [{ name: 'easyinv, channelsLast', runtime: 'easyinv', channelsLast: true }] : []),
     ...(process.argv.includes('--retain-freed-memory') ? [{ name: 'easyinv, retainFreedMemory()', runtime: 'easyinv', retainFreedMemory: true }] : []),
+    ...(option('compiled') ? [{ name: 'easyinv, compiled .pt2', runtime: 'easyinv', unet: compiledUnet(option('compiled')) }] : []),
     { name: 'onnxruntime-node (defaults)', runtime: 'onnxruntime' },
   ];
   const results = runtimes.map(() => []);
   for (let round = 0; round < rounds; round++) {
     for (let k = 0; k < runtimes.length; k++) { // rotating order: drift falls on every runtime alike
       const i = (round + k) % runtimes.length;
-      const job = { ...runtimes[i], unet, onnx, scratch, side, cond, forwards, steps, outputs: round === 0 };
+      const job = { unet, onnx, scratch, side, cond, forwards, steps, outputs: round === 0, ...runtimes[i] };
       const out = execFileSync(process.execPath, [__filename, '--worker', JSON.stringify(job)], {
         encoding: 'utf8', maxBuffer: 1 << 28, stdio: ['ignore', 'pipe', 'inherit'],
       });
