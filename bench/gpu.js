@@ -45,19 +45,6 @@ function trace({ family, latent, dtype, format = 'torchscript' }, dir) {
   return (Date.now() - begin) / 1000;
 }
 
-// Whole or not at all: a run killed mid-write keeps the previous version.
-function writeWhole(file, text) {
-  const temporary = `${file}.${process.pid}.tmp`;
-  const fd = fs.openSync(temporary, 'w');
-  try {
-    fs.writeSync(fd, text);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(temporary, file);
-}
-
 function markdown(report, benchTable) {
   const { machine } = report;
   const lines = [
@@ -113,6 +100,7 @@ async function main() {
   if (!fs.existsSync(path.join(root, 'dist', 'index.js'))) throw new Error('bench:gpu needs the compiled library in dist/: npm run build');
   const { capabilities, cudaSettings, invert, loadModel, nvrtcCheck, Tensor } = require('../dist');
   const { bench, benchTable } = require('../dist/bench');
+  const { writeFileWhole } = require('../dist/files'); // a run killed mid-write keeps the previous version
 
   const caps = await capabilities();
   const device = caps.devices.find((d) => d.device.startsWith(plan.device));
@@ -137,8 +125,8 @@ async function main() {
     items: [],
   };
   const save = () => {
-    writeWhole(path.join(out, 'bench-gpu.json'), `${JSON.stringify(report, null, 1)}\n`);
-    writeWhole(path.join(out, 'benchmarks.md'), markdown(report, benchTable));
+    writeFileWhole(path.join(out, 'bench-gpu.json'), `${JSON.stringify(report, null, 1)}\n`);
+    writeFileWhole(path.join(out, 'benchmarks.md'), markdown(report, benchTable));
   };
 
   // The small bundles on the benchmark's device against the CPU in float32: each method's inversion with guidance, in

@@ -5,6 +5,7 @@ import * as path from 'path';
 import type Sharp from 'sharp';
 
 import { failure, rangeError, typeError } from './errors';
+import { writeFileWhole } from './files';
 import { addon, type Tensor } from './native';
 
 // Loaded on first use: libvips is three quarters of the installed package, and code that never touches an image (a
@@ -123,7 +124,7 @@ export async function writeImage(images: Tensor, file: string, format?: ImageFor
   if (chosen === undefined) {
     rangeError(`cannot tell the image format of ${file} from its extension: use .png, .jpg, .jpeg or .webp, or pass a format`);
   }
-  fs.writeFileSync(file, await imageBytes(images, chosen));
+  writeFileWhole(file, await imageBytes(images, chosen));
 }
 
 /** Side-by-side picture of several images with a caption under each, as a PNG file. */
@@ -145,7 +146,7 @@ export async function writeGrid(tiles: { image: Tensor; label: string }[], file:
   ]));
   await sharp({
     create: { width: tiles.length * (width + gap) - gap, height: height + caption, channels: 3, background: '#ffffff' },
-  }).composite(composites).png().toFile(file);
+  }).composite(composites).png().toBuffer().then((png) => writeFileWhole(file, png));
 }
 
 function escapeXml(text: string): string {

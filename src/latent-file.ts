@@ -2,6 +2,7 @@
 import * as fs from 'fs';
 
 import { failure } from './errors';
+import { writeFileWhole } from './files';
 import { addon, type Tensor } from './native';
 
 export interface LatentFile {
@@ -25,7 +26,7 @@ export async function saveLatents(file: string, tensors: Record<string, Tensor>,
   json += ' '.repeat((8 - (json.length % 8)) % 8); // the format aligns the data to 8 bytes
   const size = Buffer.alloc(8);
   size.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
-  fs.writeFileSync(file, Buffer.concat([size, Buffer.from(json), ...chunks]));
+  writeFileWhole(file, Buffer.concat([size, Buffer.from(json), ...chunks]));
 }
 
 interface Entry {

@@ -5,6 +5,7 @@ import * as path from 'path';
 
 import { failure, rangeError } from '../errors';
 import { encodePhoto, roundTrip, stepsFor, warmUp } from '../evaluation';
+import { appendLineFlushed, writeFileWhole } from '../files';
 import { readImage, writeGrid, writeImage } from '../image';
 import { notebookSettings, type MethodName, type SamplingOptions } from '../inversion';
 import { readManifest, type ModelDtype } from '../manifest';
@@ -86,7 +87,7 @@ function readLines<T>(file: string): T[] {
     }
   });
   if (values.length !== complete.split('\n').filter((line) => line !== '').length) {
-    fs.writeFileSync(file, kept.map((line) => `${line}\n`).join(''));
+    writeFileWhole(file, kept.map((line) => `${line}\n`).join(''));
   }
   return values;
 }
@@ -142,7 +143,7 @@ function checkSettings(out: string, settings: Record<string, unknown>): void {
 
 /** One write of one whole line: a killed run leaves complete lines, or one cut-off line that readLines drops. */
 function appendLine(file: string, value: object): void {
-  fs.appendFileSync(file, `${JSON.stringify(value)}\n`);
+  appendLineFlushed(file, JSON.stringify(value));
 }
 
 export function listImages(dir: string, limit?: number, shard?: CompareOptions['shard']): string[] {
@@ -237,7 +238,7 @@ async function runItems(options: CompareOptions, images: string[], steps: number
       model: { name: model.manifest.name, family: model.family, device: model.device },
       methods, dtypes, lpipsNetwork: options.lpipsNetwork ? path.basename(options.lpipsNetwork) : null, settings,
     };
-    fs.writeFileSync(paths.run, JSON.stringify(info, null, 2));
+    writeFileWhole(paths.run, JSON.stringify(info, null, 2));
     for (const image of images) {
       const todo = methods.filter((m) => !done.has(`${image}|${m}|${dtype}`));
       // A run killed after an image's last result and before its grid left the grid to do.
@@ -295,15 +296,15 @@ export function writeSummary(out: string): Summary {
   const info: RunInfo = JSON.parse(fs.readFileSync(paths.run, 'utf8'));
   const summary = summarize(readLines<ResultLine>(paths.results), readLines(paths.skipped), info.model, info.lpipsNetwork,
     { methods: info.methods, dtypes: info.dtypes });
-  fs.writeFileSync(path.join(out, 'summary.json'), JSON.stringify(summary, null, 2));
-  fs.writeFileSync(path.join(out, 'summary.md'), summaryMarkdown(summary));
+  writeFileWhole(path.join(out, 'summary.json'), JSON.stringify(summary, null, 2));
+  writeFileWhole(path.join(out, 'summary.md'), summaryMarkdown(summary));
   const grids: Grid[] = fs.existsSync(paths.grids)
     ? fs.readdirSync(paths.grids).sort().map((file) => {
       const match = /^(.*)-(float16|float32)\.png$/.exec(file);
       return { image: match?.[1] ?? file, dtype: match?.[2] ?? '', file: path.join('grids', file) };
     })
     : [];
-  fs.writeFileSync(path.join(out, 'report.html'), renderReport(summary, grids, out));
+  writeFileWhole(path.join(out, 'report.html'), renderReport(summary, grids, out));
   return summary;
 }
 
@@ -338,6 +339,6 @@ export function mergeRuns(out: string, runs: string[]): Summary {
       for (const file of fs.readdirSync(source[folder])) fs.copyFileSync(path.join(source[folder], file), path.join(paths[folder], file));
     }
   }
-  fs.writeFileSync(paths.run, JSON.stringify(info, null, 2));
+  writeFileWhole(paths.run, JSON.stringify(info, null, 2));
   return writeSummary(out);
 }
