@@ -6,18 +6,12 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { capabilities, invert, loadModel, loadModule, reconstruct, Tensor, type Model } from '../src';
+import { relativeError } from './helpers';
 
 const compiled = process.env.EASYINV_PT2_BUNDLES;
 const weights = path.join(__dirname, '..', 'weights');
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'easyinv-compiled-'));
 afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
-
-async function relativeError(a: Tensor, b: Tensor): Promise<number> {
-  const difference = await Tensor.weightedSum([a, b], [1, -1]);
-  const error = (await difference.norm()) / (await b.norm());
-  difference.dispose();
-  return error;
-}
 
 test('a .pt2 file is refused with what to do by a build without AOTInductor, and loaded as a package by one with it', async () => {
   const { compiledBundles, libtorch } = await capabilities();

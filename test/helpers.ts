@@ -11,6 +11,15 @@ export function maxAbsDifference(a: Numbers, b: Numbers): number {
   return worst;
 }
 
+/** ||a - b|| / ||b||, computed on the device. */
+export async function relativeError(a: import('../src').Tensor, b: import('../src').Tensor): Promise<number> {
+  const { Tensor } = await import('../src');
+  const difference = await Tensor.weightedSum([a, b], [1, -1]);
+  const error = (await difference.norm()) / (await b.norm());
+  difference.dispose();
+  return error;
+}
+
 /** The live tensor count once every unreachable handle has been collected, so earlier tests' garbage cannot skew it. */
 export async function settledLiveTensors(): Promise<number> {
   const { liveTensors } = await import('../src');

@@ -2,7 +2,7 @@ import * as path from 'path';
 
 import { addon } from '../src/native';
 import { invert, liveTensors, loadModel, methodNames, Model, reconstruct, Tensor, type InvertOptions } from '../src';
-import { maxAbsDifference, settledLiveTensors } from './helpers';
+import { maxAbsDifference, relativeError, settledLiveTensors } from './helpers';
 
 const reference = require('./fixtures/reference-inversion.json');
 const bundle = (name: string) => path.join(__dirname, '..', 'weights', name);
@@ -10,13 +10,6 @@ const noRegularization = { regularization: false } as const;
 /** Options with `rounds` refinements (fixed-point) or renoising iterations (renoise), for any method. */
 const rounds = (method: string, count: number) =>
   (method === 'fixed-point' ? { refinements: count } : method === 'renoise' ? { iterations: count } : {});
-
-async function relativeError(a: Tensor, b: Tensor): Promise<number> {
-  const difference = await Tensor.weightedSum([a, b], [1, -1]);
-  const error = (await difference.norm()) / (await b.norm());
-  difference.dispose();
-  return error;
-}
 
 describe.each(['analytic-gaussian', 'analytic-mixture'])('inversion on %s', (name) => {
   let model: Model;
