@@ -107,6 +107,8 @@ describe('bad bundles', () => {
     fs.rmSync(path.join(linked, 'unet.pt'));
     fs.symlinkSync(elsewhere, path.join(linked, 'unet.pt'));
     await expect(loadModel(linked)).rejects.toThrow(/has "files\.unet": "unet\.pt", a link that leads outside the bundle's folder/);
+    const malformed = bundleCopy('test-sd1', (m) => (m.sha256 = { 'unet.pt': 'not a digest' }));
+    await expect(loadModel(malformed)).rejects.toThrow(/"sha256" is \{"unet\.pt":"not a digest"\}; expected an object of 64-digit hex SHA-256 digests/);
     const hashed = bundleCopy('test-sd1', (m) => (m.sha256 = { '../x.pt': 'a'.repeat(64) }));
     await expect(loadModel(hashed)).rejects.toThrow(/has "sha256": "\.\.\/x\.pt", a path that leads outside/);
   });
