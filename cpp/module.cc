@@ -122,7 +122,9 @@ Napi::Value ModuleWrap::Load(const Napi::CallbackInfo& info) {
   const bool channels_last = FlagOption(info, 1, "channelsLast");
   const bool cuda_graphs = FlagOption(info, 1, "cudaGraphs");
   if (cuda_graphs && !device.is_cuda()) {
-    throw Napi::RangeError::New(env, "easyinv: cudaGraphs needs a CUDA device, not " + DeviceName(device));
+    auto error = Napi::RangeError::New(env, "easyinv: cudaGraphs needs a CUDA device, not " + DeviceName(device));
+    error.Set("option", "cudaGraphs");  // as errors.ts optionError: the command line names its flag instead
+    throw error;
   }
   auto work = [path, device, dtype, channels_last, cuda_graphs] {
     return LoadedModule{LoadNetwork(path, device, dtype, channels_last), path, device, dtype, channels_last,
