@@ -3,7 +3,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { failure, rangeError, typeError } from './errors';
+import { failure, optionError, rangeError, typeError } from './errors';
 import { readImage, type Fit, type ImageSource } from './image';
 import { bundleError, compareVersions, readManifest, verifyFiles, writerVersion, type Family, type Manifest, type ModelDtype } from './manifest';
 import { loadModule, Module } from './module';
@@ -202,7 +202,7 @@ export class Model {
    * (default: the bundle's resolution).
    */
   async condition(prompt: string, negativePrompt: string, batch: number, guidance: number, sizeCondition?: number): Promise<Condition> {
-    if (sizeCondition !== undefined && this.family !== 'sdxl') rangeError(`sizeCondition is for SDXL bundles only; this one is ${this.family}`);
+    if (sizeCondition !== undefined && this.family !== 'sdxl') optionError('sizeCondition', `is for SDXL bundles only; this one is ${this.family}`);
     const cond = await this.encodePrompt(prompt);
     const uncond = guidance === 1 ? undefined
       : this.family === 'sdxl' && negativePrompt === '' ? this.zeroPrompt(cond.pooled) : await this.encodePrompt(negativePrompt);
