@@ -102,6 +102,8 @@ def main() -> None:
         rows = 2 * batch if guided else batch  # guidance: one call on [uncond; cond], as easyinv makes it
         cond = cond.repeat(rows, 1, 1)
         extra = [e.repeat(2, 1) for e in extra] if guided else extra
+        if manifest.get("mutual_attention_layers"):  # the identity: every row attends to itself, the plain UNet
+            extra.append(torch.arange(rows, device=device)[:, None].repeat(1, manifest["mutual_attention_layers"]))
         z0 = torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(0)).to(device, dtype)
         noise = unet if not args.cuda_graphs else graphed(unet, (rows, channels, size, size), dtype, device, cond, extra)
 

@@ -22,6 +22,26 @@ struct LoadedModule {
   std::shared_ptr<CudaGraphs> graphs;
 };
 
+// Refuses, on the device thread, an output that JS cannot take whole, so that no part of it is wrapped for JS
+// first: a tuple's tensors wrapped before its bad element would have no owner to dispose them.
+void CheckPassable(const c10::IValue& value) {
+  if (value.isTuple() || value.isList()) {
+    const auto items = value.isTuple() ? value.toTupleRef().elements().vec() : value.toListRef().vec();
+    for (const auto& item : items) CheckPassable(item);
+  } else if (value.isGenericDict()) {
+    for (const auto& entry : value.toGenericDict()) {
+      TORCH_CHECK(entry.key().isString(), "the module returned a dict with keys of type ", entry.key().tagKind(),
+                  ", which easyinv cannot pass to JS (its keys must be strings)");
+      CheckPassable(entry.value());
+    }
+  } else {
+    TORCH_CHECK(value.isTensor() || value.isDouble() || value.isInt() || value.isBool() || value.isString() ||
+                    value.isNone(),
+                "the module returned a value of type ", value.tagKind(), ", which easyinv cannot pass to JS");
+  }
+}
+
+// An output CheckPassable let through.
 Napi::Value OutputToJs(Napi::Env env, const c10::IValue& value) {
   if (value.isTensor()) return TensorWrap::Wrap(env, value.toTensor());
   if (value.isTuple() || value.isList()) {
@@ -33,7 +53,6 @@ Napi::Value OutputToJs(Napi::Env env, const c10::IValue& value) {
   if (value.isGenericDict()) {
     auto object = Napi::Object::New(env);
     for (const auto& entry : value.toGenericDict()) {
-      if (!entry.key().isString()) break;
       object.Set(entry.key().toStringRef(), OutputToJs(env, entry.value()));
     }
     return object;
@@ -42,9 +61,7 @@ Napi::Value OutputToJs(Napi::Env env, const c10::IValue& value) {
   if (value.isInt()) return Napi::Number::New(env, static_cast<double>(value.toInt()));
   if (value.isBool()) return Napi::Boolean::New(env, value.toBool());
   if (value.isString()) return Napi::String::New(env, value.toStringRef());
-  if (value.isNone()) return env.Null();
-  throw Napi::Error::New(env, "easyinv: a module returned a value of type " + value.tagKind() +
-                                  ", which easyinv cannot pass to JS");
+  return env.Null();
 }
 
 Napi::Value TensorValueOf(Napi::Env env, const at::Tensor& tensor) { return TensorWrap::Wrap(env, tensor); }
@@ -105,7 +122,9 @@ Napi::Value ModuleWrap::Load(const Napi::CallbackInfo& info) {
   const bool channels_last = FlagOption(info, 1, "channelsLast");
   const bool cuda_graphs = FlagOption(info, 1, "cudaGraphs");
   if (cuda_graphs && !device.is_cuda()) {
-    throw Napi::RangeError::New(env, "easyinv: cudaGraphs needs a CUDA device, not " + DeviceName(device));
+    auto error = Napi::RangeError::New(env, "easyinv: cudaGraphs needs a CUDA device, not " + DeviceName(device));
+    error.Set("option", "cudaGraphs");  // as errors.ts optionError: the command line names its flag instead
+    throw error;
   }
   auto work = [path, device, dtype, channels_last, cuda_graphs] {
     return LoadedModule{LoadNetwork(path, device, dtype, channels_last), path, device, dtype, channels_last,
@@ -128,7 +147,9 @@ Napi::Value ModuleWrap::Forward(const Napi::CallbackInfo& info) {
     if (channels_last) {
       for (auto& input : inputs) input = ChannelsLastIfImage(input);
     }
-    return network->Run(inputs);
+    c10::IValue output = network->Run(inputs);
+    CheckPassable(output);
+    return output;
   };
   return Schedule(env, device_, "forward of module '" + path_ + "'", work, OutputToJs);
 }

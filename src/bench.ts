@@ -8,7 +8,7 @@ import * as path from 'path';
 import * as readline from 'readline';
 
 import { bundleFor } from './compare/compare';
-import { failure, rangeError } from './errors';
+import { failure, optionError } from './errors';
 import { stepsFor } from './evaluation';
 import { invert, type MethodName } from './inversion';
 import type { ModelDtype } from './manifest';
@@ -128,8 +128,8 @@ export interface BenchResult {
 
 export async function bench(options: BenchOptions, onRow?: (row: BenchRow) => void): Promise<BenchResult> {
   const { steps = 50, repeats = 5, batches = [1, 4, 16], guidance = 1, shouldStop = () => false } = options;
-  if (!Number.isInteger(repeats) || repeats < 1) rangeError(`repeats must be an integer >= 1, not ${repeats}`);
-  if (!(guidance >= 0 && Number.isFinite(guidance))) rangeError(`guidance must be a finite number >= 0, not ${guidance}`);
+  if (!Number.isInteger(repeats) || repeats < 1) optionError('repeats', `must be an integer >= 1, not ${repeats}`);
+  if (!(guidance >= 0 && Number.isFinite(guidance))) optionError('guidance', `must be a finite number >= 0, not ${guidance}`);
   const python = options.python === null ? undefined : findPython(options.python);
   const rows: BenchRow[] = [];
   let pythonError: string | undefined;

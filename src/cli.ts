@@ -6,7 +6,7 @@ import * as path from 'path';
 import { parseArgs } from 'util';
 
 import { benchCommand } from './commands/bench';
-import { flagSpec, UsageError, type Flags } from './commands/common';
+import { flagSpec, messageOf, UsageError, type Flags } from './commands/common';
 import { compareCommand, mergeCommand } from './commands/compare';
 import { demoCommand } from './commands/demo';
 import { editCommand } from './commands/edit';
@@ -104,8 +104,7 @@ export async function main(argv: string[]): Promise<number> {
     await command.run(flags, rest);
     return 0;
   } catch (error) {
-    const message = (error as Error).message;
-    console.error(message.startsWith('easyinv') ? message : `easyinv: ${message}`);
+    console.error(messageOf(error as Error, flags));
     // The library's TypeErrors and RangeErrors name an option or value the command line gave.
     const mistake = error instanceof UsageError || error instanceof TypeError || error instanceof RangeError;
     if (error instanceof UsageError) console.error(`\n${commandUsage(name)}`);

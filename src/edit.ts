@@ -3,7 +3,7 @@
 // prompt; from step startStep on, the self-attention of layers startLayer.. of every row takes its keys and values
 // from the source row (per guidance half), so that the targets keep the photo's content and look while their prompts
 // change what it shows.
-import { rangeError, typeError } from './errors';
+import { optionError, rangeError, typeError } from './errors';
 import { checkSampling, runOn, type SamplingOptions } from './inversion';
 import type { Run } from './inversion/run';
 import type { Family } from './manifest';
@@ -88,30 +88,29 @@ export function editSettings(model: Model, options: EditOptions, sourceSteps?: n
   if (!(model instanceof Model)) typeError('the first argument must be a Model (await loadModel(dir))');
   if (options === null || typeof options !== 'object') typeError('edit needs options with at least a prompt: { prompt: \'a photo of a cat\' }');
   const foreign = Object.keys(options).filter((key) => (options as unknown as Record<string, unknown>)[key] !== undefined && !keys.includes(key));
-  if (foreign.length > 0) rangeError(`edit takes no option ${foreign.join(', ')} (its options: ${keys.join(', ')})`);
+  if (foreign.length > 0) optionError(foreign[0], `is not an option of edit (its options: ${keys.join(', ')})`);
   const { prompt, sourcePrompt = '', method = 'masactrl', guidance = 7.5, steps = sourceSteps ?? 50 } = options;
   const targets = typeof prompt === 'string' ? [prompt] : prompt;
   if (!Array.isArray(targets) || targets.length === 0 || !targets.every((p) => typeof p === 'string')) {
-    typeError('prompt must be a string or a non-empty array of strings: the target prompts');
+    optionError('prompt', 'must be a string or a non-empty array of strings: the target prompts', TypeError);
   }
-  if (typeof sourcePrompt !== 'string') typeError(`sourcePrompt must be a string, not ${typeof sourcePrompt}`);
+  if (typeof sourcePrompt !== 'string') optionError('sourcePrompt', `must be a string, not ${typeof sourcePrompt}`, TypeError);
   checkSampling({ ...options, prompt: '', steps, guidance });
   const settings = { method, targets, sourcePrompt, steps, guidance };
   if (method === 'prompt') {
-    if (options.startStep !== undefined || options.startLayer !== undefined) {
-      rangeError("method 'prompt' takes no startStep or startLayer: they place MasaCtrl's mutual attention");
-    }
+    const given = (['startStep', 'startLayer'] as const).find((key) => options[key] !== undefined);
+    if (given) optionError(given, "places MasaCtrl's mutual attention, which method 'prompt' has not");
     return settings;
   }
-  if (method !== 'masactrl') rangeError(`method must be 'masactrl' or 'prompt', not ${JSON.stringify(method)}`);
+  if (method !== 'masactrl') optionError('method', `must be 'masactrl' or 'prompt', not ${JSON.stringify(method)}`);
   const layers = model.requireMutualAttention();
   const { startStep = defaults[model.family].startStep, startLayer = defaults[model.family].startLayer } = options;
   if (!Number.isInteger(startStep) || startStep < 0 || startStep > steps) {
-    rangeError(`startStep must be an integer from 0 to steps (${steps}), not ${startStep}`);
+    optionError('startStep', `must be an integer from 0 to steps (${steps}), not ${startStep}`);
   }
   if (!Number.isInteger(startLayer) || startLayer < 0 || startLayer >= layers) {
     const given = options.startLayer === undefined ? ` (MasaCtrl's default for ${model.family})` : '';
-    rangeError(`startLayer must be an integer from 0 to ${layers - 1} (this UNet has ${layers} self-attention layers), not ` +
+    optionError('startLayer', `must be an integer from 0 to ${layers - 1} (this UNet has ${layers} self-attention layers), not ` +
       `${startLayer}${given}`);
   }
   return { ...settings, startStep, startLayer };

@@ -14,6 +14,15 @@ export function failure(message: string, options?: ErrorOptions): Error {
   return new Error(prefixed(message), options);
 }
 
+/**
+ * An error about one option, named as the caller writes it in the API (`guidance`, `regularization.steps`,
+ * `offsets[2]`): the message starts with that name, and `option` carries it so that the command line can put the
+ * flag it was given as in its place (commands/common.ts).
+ */
+export function optionError(option: string, rule: string, kind: new (message: string) => Error = RangeError): never {
+  throw Object.assign(new kind(prefixed(`${option} ${rule}`)), { option });
+}
+
 /** The error an aborted run rejects with: Node's own AbortError (a DOMException), carrying the signal's reason. */
 export function abortError(message: string, reason?: unknown): DOMException {
   const error = new DOMException(prefixed(message), 'AbortError');

@@ -88,6 +88,9 @@ export async function roundTrip(model: Model, z0: Tensor, reference: Tensor, met
 export async function warmUp(model: Model): Promise<void> {
   const { channels, size } = model.manifest.latent;
   const z0 = await addon.Tensor.randn([1, channels, size, size], { seed: 0, device: model.device, dtype: model.dtype });
-  (await invert(model, z0, { method: 'ddim', steps: 3 })).dispose();
-  z0.dispose();
+  try {
+    (await invert(model, z0, { method: 'ddim', steps: 3 })).dispose();
+  } finally {
+    z0.dispose(); // also when the inversion fails: the warm-up is often the first call of a bundle's UNet
+  }
 }

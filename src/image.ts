@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type Sharp from 'sharp';
 
-import { failure, rangeError, typeError } from './errors';
+import { failure, optionError, rangeError, typeError } from './errors';
 import { writeFileWhole } from './files';
 import { addon, type Tensor } from './native';
 
@@ -35,7 +35,7 @@ export type ImageSource = string | Uint8Array;
 /** Reads an image (a file, or its bytes) as an RGB tensor [1, 3, H, W] in [0, 1] on `device`. */
 export async function readImage(source: ImageSource, options: ReadOptions = {}): Promise<Tensor> {
   const { size, fit = 'fill', device = 'cpu' } = options;
-  if (fit !== 'fill' && fit !== 'cover') rangeError(`fit must be 'fill' or 'cover', not ${fit}`);
+  if (fit !== 'fill' && fit !== 'cover') optionError('fit', `must be 'fill' or 'cover', not ${fit}`);
   const file = typeof source === 'string' ? source : `<${source.byteLength} bytes in memory>`;
   if (typeof source === 'string') {
     const stat = fs.statSync(source, { throwIfNoEntry: false });
@@ -112,7 +112,7 @@ const extensions: Record<string, ImageFormat> = { '.png': 'png', '.jpg': 'jpeg',
 
 /** The first image of `images` ([B, 3, H, W] in [0, 1]) encoded as PNG (lossless, the default), JPEG or WebP. */
 export async function imageBytes(images: Tensor, format: ImageFormat = 'png'): Promise<Buffer> {
-  if (!Object.values(extensions).includes(format)) rangeError(`format must be png, jpeg or webp, not ${format}`);
+  if (!Object.values(extensions).includes(format)) optionError('format', `must be png, jpeg or webp, not ${format}`);
   const { data, width, height } = await rgbBytes(images);
   return sharp(data, { raw: { width, height, channels: 3 } }).toFormat(format, format === 'png' ? {} : { quality: 95 }).toBuffer();
 }

@@ -3,7 +3,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { failure, rangeError, typeError } from './errors';
+import { failure, optionError, rangeError, typeError } from './errors';
 import { readImage, type Fit, type ImageSource } from './image';
 import { bundleError, compareVersions, readManifest, verifyFiles, writerVersion, type Family, type Manifest, type ModelDtype } from './manifest';
 import { loadModule, Module } from './module';
@@ -208,7 +208,7 @@ export class Model {
     const layers = this.mutualAttentionLayers;
     if (layers === undefined) {
       throw bundleError(this.dir, 'has no mutual attention (no "mutual_attention_layers" in its manifest): re-export it with ' +
-        'tools/export_sd.py --mutual-attention');
+        'tools/export_sd.py --mutual-attention (its default)');
     }
     return layers;
   }
@@ -220,9 +220,9 @@ export class Model {
    * the identity sources: the plain UNet.
    */
   async condition(prompt: string | string[], negativePrompt: string, batch: number, guidance: number, sizeCondition?: number): Promise<Condition> {
-    if (sizeCondition !== undefined && this.family !== 'sdxl') rangeError(`sizeCondition is for SDXL bundles only; this one is ${this.family}`);
+    if (sizeCondition !== undefined && this.family !== 'sdxl') optionError('sizeCondition', `is for SDXL bundles only; this one is ${this.family}`);
     const prompts = Array.isArray(prompt) ? prompt : Array<string>(batch).fill(prompt);
-    if (prompts.length !== batch) rangeError(`${prompts.length} prompts for a batch of ${batch}: give one prompt, or one per latent`);
+    if (prompts.length !== batch) optionError('prompt', `has ${prompts.length} prompts for a batch of ${batch}: give one, or one per latent`);
     const encodings = new Map<string, PromptEncoding>();
     for (const text of prompts) if (!encodings.has(text)) encodings.set(text, await this.encodePrompt(text));
     const first = encodings.get(prompts[0])!;

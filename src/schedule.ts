@@ -1,5 +1,5 @@
 // The DDIM noise schedule, read from a bundle's manifest (the fields of diffusers' DDIMScheduler config).
-import { rangeError } from './errors';
+import { optionError } from './errors';
 
 export type BetaSchedule = 'scaled_linear' | 'linear';
 export type TimestepSpacing = 'leading' | 'trailing' | 'linspace';
@@ -90,7 +90,7 @@ export function samplingTimesteps(config: SchedulerConfig, steps: number): numbe
 
 export function makeSchedule(config: SchedulerConfig, steps: number, list: TimestepList = 'ddim'): Schedule {
   if (!Number.isInteger(steps) || steps < 1 || steps > config.num_train_timesteps) {
-    rangeError(`steps must be an integer from 1 to ${config.num_train_timesteps}, not ${steps}`);
+    optionError('steps', `must be an integer from 1 to ${config.num_train_timesteps}, not ${steps}`);
   }
   const alphaBar = alphaBars(config);
   const final = config.set_alpha_to_one ? 1 : alphaBar[0];
@@ -101,8 +101,8 @@ export function makeSchedule(config: SchedulerConfig, steps: number, list: Times
   if (outside !== undefined) {
     let most = steps - 1;
     while (most > 1 && samplingTimesteps(config, most).some((t) => t < 0 || t >= config.num_train_timesteps)) most--;
-    rangeError(`${steps} steps with steps_offset ${config.steps_offset} (${config.timestep_spacing} ` +
-      `spacing) reach timestep ${outside}, outside the schedule's 0..${config.num_train_timesteps - 1}: use at most ${most} steps`);
+    optionError('steps', `${steps} with steps_offset ${config.steps_offset} (${config.timestep_spacing} spacing) reaches ` +
+      `timestep ${outside}, outside the schedule's 0..${config.num_train_timesteps - 1}: use at most ${most} steps`);
   }
   if (list === 'pndm') timesteps.splice(1, 0, ...timesteps.slice(1, 2));
   const sampling = timesteps.map((t, index) => ({ index, timestep: t, from: at(t), to: at(t - delta) }));

@@ -6,6 +6,7 @@ import sharp from 'sharp';
 import { promisify } from 'util';
 
 import { capabilities } from '../src';
+import { listImages } from '../src/compare/compare';
 import type { ResultLine, Summary } from '../src/compare/types';
 import { withPage } from './helpers';
 
@@ -194,8 +195,9 @@ describe('easyinv compare', () => {
       await expect(run(...common, '--out', half, '--dtype', 'float16')).rejects.toThrow(/float16 needs CUDA here: LibTorch .* has no float16 convolution on the CPU/);
     }
     await expect(run(...common, '--out', path.join(scratch, 'x'), '--shard', '2/2')).rejects.toThrow(/--shard must be K\/N with 0 <= K < N/);
-    await expect(run(...common, '--out', path.join(scratch, 'x'), '--limit=-1')).rejects.toThrow(/the image limit must be a positive integer, not -1/);
-    await expect(run(...common, '--out', path.join(scratch, 'x'), '--limit', '1.5')).rejects.toThrow(/the image limit must be a positive integer, not 1.5/);
+    await expect(run(...common, '--out', path.join(scratch, 'x'), '--limit=-1')).rejects.toMatchObject({ code: 2, stderr: 'easyinv: --limit must be an integer >= 1, not -1\n' });
+    expect(() => listImages(images, 0)).toThrow(new RangeError('easyinv: limit must be an integer >= 1, not 0')); // the API's name
+    await expect(run(...common, '--out', path.join(scratch, 'x'), '--limit', '1.5')).rejects.toMatchObject({ code: 2, stderr: 'easyinv: --limit must be an integer >= 1, not 1.5\n' });
     const empty = path.join(scratch, 'empty');
     fs.mkdirSync(empty);
     const onEmpty = ['--model', path.join(weights, 'test-sdxl'), '--steps', '2', '--methods', 'ddim', '--out', path.join(scratch, 'e')];
@@ -257,6 +259,6 @@ describe('easyinv bench', () => {
 
   test('--repeats 0 is a clear error before anything runs', async () => {
     await expect(promisify(execFile)(process.execPath, [cli, 'bench', '--model', path.join(weights, 'test-sdxl'), '--repeats', '0']))
-      .rejects.toThrow(/repeats must be an integer >= 1, not 0/);
+      .rejects.toMatchObject({ code: 2, stderr: 'easyinv: --repeats must be an integer >= 1, not 0\n' });
   });
 });

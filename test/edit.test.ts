@@ -118,12 +118,13 @@ describe.each([
     await bad({ startLayer: 1.5 }, /startLayer must be an integer/);
     await bad({ startStep: steps + 1 }, `startStep must be an integer from 0 to steps (${steps}), not ${steps + 1}`);
     await bad({ startStep: -1 }, /startStep must be an integer/);
-    await bad({ method: 'prompt' }, "method 'prompt' takes no startStep or startLayer");
+    await bad({ method: 'prompt' }, "startStep places MasaCtrl's mutual attention, which method 'prompt' has not");
+    await bad({ method: 'prompt', startStep: undefined }, "startLayer places MasaCtrl's mutual attention, which method 'prompt' has not");
     await bad({ method: 'magic' }, `method must be 'masactrl' or 'prompt', not "magic"`);
     await bad({ prompt: [] }, 'prompt must be a string or a non-empty array of strings');
     await bad({ prompt: undefined }, 'prompt must be a string or a non-empty array of strings');
     await bad({ sourcePrompt: 3 }, 'sourcePrompt must be a string');
-    await bad({ eta: 0.5 }, /edit takes no option eta \(its options: prompt, sourcePrompt, method/);
+    await bad({ eta: 0.5 }, /eta is not an option of edit \(its options: prompt, sourcePrompt, method/);
     await bad({ steps: 0 }, 'steps must be an integer >= 1, not 0');
     await bad({ guidance: -1 }, 'guidance must be a number >= 0, not -1');
     await bad({ timesteps: 'pndm' }, "timesteps 'pndm' is for invert only: edit samples with DDIM");

@@ -179,24 +179,25 @@ describe('inversion behaviour', () => {
   });
 
   test('bad options are clear errors', async () => {
-    await expect(invert(model, z0, { method: 'magic' as never })).rejects.toThrow(/unknown method "magic": use one of ddim, easyinv/);
+    await expect(invert(model, z0, { method: 'magic' as never })).rejects.toThrow(/^easyinv: method "magic" is unknown: use one of ddim, easyinv/);
     await expect(invert(model, z0, { steps: 0 })).rejects.toThrow('steps must be an integer >= 1, not 0');
     await expect(invert(model, z0, { eta: 1.5 })).rejects.toThrow('eta must be a number in [0, 1], not 1.5');
     await expect(invert(model, z0, { eta: -0.1 })).rejects.toThrow('eta must be a number in [0, 1]');
-    await expect(invert(model, z0, { window: [0.1, 1.2] })).rejects.toThrow('window[1] must be a number in [0, 1], not 1.2');
-    await expect(invert(model, z0, { window: [0.5, 0.2] })).rejects.toThrow('window start 0.5 is after its end 0.2');
+    await expect(invert(model, z0, { window: [0.1, 1.2] })).rejects.toThrow('window must be [start, end], fractions of the steps with 0 <= start <= end <= 1, not [0.1,1.2]');
+    await expect(invert(model, z0, { window: [0.5, 0.2] })).rejects.toThrow('window must be [start, end], fractions of the steps with 0 <= start <= end <= 1, not [0.5,0.2]');
     await expect(invert(model, z0, { guidance: -1 })).rejects.toThrow('guidance must be a number >= 0, not -1');
     await expect(invert(model, z0, { method: 'fixed-point', refinements: -1 })).rejects.toThrow('refinements must be an integer >= 0');
     // Options are the method's own: another method's option is an error, not silently ignored.
-    await expect(invert(model, z0, { method: 'ddim', eta: 0.5 } as never)).rejects.toThrow('method ddim takes no option eta (its options: none)');
-    await expect(invert(model, z0, { method: 'fixed-point', iterations: 3 } as never)).rejects.toThrow('method fixed-point takes no option iterations (its options: refinements)');
-    await expect(invert(model, z0, { eta: 0.5, seed: 1 } as never)).rejects.toThrow('method easyinv takes no option seed (its options: eta, window, variant)');
+    await expect(invert(model, z0, { method: 'ddim', eta: 0.5 } as never)).rejects.toThrow('eta is not an option of method ddim (its options: none)');
+    await expect(invert(model, z0, { method: 'fixed-point', iterations: 3 } as never)).rejects.toThrow('iterations is not an option of method fixed-point (its options: refinements)');
+    await expect(invert(model, z0, { eta: 0.5, seed: 1 } as never)).rejects.toThrow('seed is not an option of method easyinv (its options: eta, window, variant)');
     await expect(invert(model, z0, { variant: 'colab' as never })).rejects.toThrow('variant must be \'paper\' or \'notebook\', not "colab"');
     await expect(invert(model, z0, { timesteps: 'plms' as never })).rejects.toThrow('timesteps must be \'ddim\' or \'pndm\', not "plms"');
     await expect(reconstruct(model, z0, { timesteps: 'pndm' })).rejects.toThrow("timesteps 'pndm' is for invert only");
     await expect(invert(model, z0, { stepsOffset: -1 })).rejects.toThrow('stepsOffset must be an integer >= 0, not -1');
     await expect(invert(model, z0, { sizeCondition: 0 })).rejects.toThrow('sizeCondition must be an integer >= 1 (pixels), not 0');
     await expect(invert(model, z0, { sizeCondition: 512 })).rejects.toThrow('sizeCondition is for SDXL bundles only');
+    await expect(invert(model, z0, { negativePrompt: 5 as never })).rejects.toThrow(new TypeError('easyinv: negativePrompt must be a string'));
     await expect(invert(model, {} as never)).rejects.toThrow('the latent must be a Tensor');
     await expect(invert(model, Tensor.fromArray(new Float32Array(16), [1, 4, 2, 2]))).rejects.toThrow('the latent must have shape [B, 4, 8, 8] for this model, not [1, 4, 2, 2]');
     await expect(invert(model, z0, { prompt: 'a cat' })).rejects.toThrow(/has no text encoder, so it takes no prompt/);
@@ -207,12 +208,31 @@ describe('inversion behaviour', () => {
     await expect(invert(model, Tensor.fromArray(new Float32Array(0), [0, 4, 8, 8]))).rejects.toThrow('the latent must have shape [B, 4, 8, 8] for this model, not [0, 4, 8, 8]');
   });
 
+  test('ReNoise\'s settings are refused under the names the caller gave them, nested ones with their path', async () => {
+    const regularization = { lambdaAc: 20, lambdaKl: 0.065, steps: 4, rolls: 5 };
+    const renoise = (options: object) => invert(model, z0, { method: 'renoise', steps: 2, ...options } as InvertOptions);
+    const before = await settledLiveTensors();
+    await expect(renoise({ regularization: { ...regularization, steps: -1 } }))
+      .rejects.toThrow(/^easyinv: regularization\.steps must be an integer from 0 to 1000, not -1$/);
+    await expect(renoise({ regularization: { ...regularization, steps: -1 } })).rejects.toMatchObject({ option: 'regularization.steps' });
+    await expect(renoise({ regularization: { ...regularization, rolls: 0.5 } })).rejects.toThrow('regularization.rolls must be an integer from 0 to 1000, not 0.5');
+    await expect(renoise({ regularization: { ...regularization, lambdaKl: Infinity } }))
+      .rejects.toThrow('regularization.lambdaKl must be a finite number >= 0, not Infinity');
+    await expect(renoise({ regularization: { ...regularization, lambdaAc: undefined } }))
+      .rejects.toThrow('regularization.lambdaAc must be a finite number >= 0, not undefined');
+    await expect(renoise({ regularization: 'on' })).rejects.toThrow(
+      new TypeError('easyinv: regularization must be { lambdaAc, lambdaKl, steps, rolls } or false, not "on"'));
+    await expect(renoise({ seed: -1 })).rejects.toThrow('seed must be an integer from 0 to 9007199254740991, not -1');
+    await expect(renoise({ average: [2, 1] })).rejects.toThrow('average must be [from, to], integer iterations with from <= to, not [2,1]');
+    expect(liveTensors()).toBe(before);
+  });
+
   test('inputs that would give a wrong answer without a word are errors', async () => {
     const before = await settledLiveTensors();
     await expect(invert(model, z0, { guidance: Infinity })).rejects.toThrow('guidance must be finite, not Infinity');
     // leading spacing with steps_offset 1: 1000 steps would evaluate the UNet at timestep 1000, past the schedule
     await expect(invert(model, z0, { steps: 1000 })).rejects.toThrow(
-      '1000 steps with steps_offset 1 (leading spacing) reach timestep 1000, outside the schedule\'s 0..999: use at most 999 steps');
+      'steps 1000 with steps_offset 1 (leading spacing) reaches timestep 1000, outside the schedule\'s 0..999: use at most 999 steps');
     const small = await Tensor.randn([1, 1, 8, 8], { seed: 1 });
     const offsets = [small, small];
     await expect(reconstruct(model, z0, { steps: 2, offsets })).rejects.toThrow(

@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { capabilities, cudaSettings, loadModule, Module, Tensor } from '../src';
+import { capabilities, cudaSettings, liveTensors, loadModule, Module, Tensor } from '../src';
 import { maxAbsDifference, weights } from './helpers';
 
 const reference = require(weights('reference.json'));
@@ -173,6 +173,21 @@ describe('TorchScript modules', () => {
       module.dispose();
       expect(module.disposed).toBe(true);
       await expect(module.forward(Tensor.fromArray([1], [1]))).rejects.toThrow(/module '.*pair\.pt' has been disposed/);
+    });
+
+    test('an output with a value JS cannot take is refused whole: none of its tensors is left alive', async () => {
+      const module = await loadModule(weights('device_output.pt'));
+      const x = Tensor.fromArray([1, 2], [2]);
+      const before = liveTensors();
+      await expect(module.forward(x)).rejects.toThrow(
+        /^easyinv: forward of module '.*device_output\.pt' failed: the module returned a value of type Device, which easyinv cannot pass to JS/);
+      expect(liveTensors()).toBe(before); // counted before any collection could hide a handle made for the output
+      const keyed = await loadModule(weights('int_key_output.pt'));
+      await expect(keyed.forward(x)).rejects.toThrow(/the module returned a dict with keys of type Int, which easyinv cannot pass to JS/);
+      expect(liveTensors()).toBe(before);
+      x.dispose();
+      module.dispose();
+      keyed.dispose();
     });
 
     test('a module dtype that is not floating', async () => {

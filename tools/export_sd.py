@@ -14,6 +14,11 @@ Stable Diffusion 1.x or SDXL checkpoint.
 The modules (torch.jit.trace, every input positional, traced at batch 1 at the bundle's resolution):
   unet          (sample[B,4,h,w], timestep int64[B], encoder_hidden_states[B,77,D]) -> eps[B,4,h,w];
                 SDXL adds text_embeds[B,1280] and time_ids[B,6] (in the bundle's dtype) as the 4th and 5th inputs
+                and, last, attention_sources int64[B,L] (unless --no-mutual-attention): row r's self-attention in
+                layer l (the L transformer blocks in call order: SD 1.x 16, SDXL 70) takes its keys and values from
+                row attention_sources[r,l], which lets easyinv edit with MasaCtrl's mutual self-attention in one
+                batch; the identity is the plain UNet bit for bit (the export checks it); manifest
+                "mutual_attention_layers" says L
   vae_encoder   image[B,3,H,W] in [-1, 1] -> latent mean[B,4,h,w], unscaled (multiply by latent.scaling_factor)
   vae_decoder   unscaled latent[B,4,h,w] -> image[B,3,H,W] in [-1, 1]
   text_encoder  ids int64[B,77] -> sd1: last hidden state [B,77,768]; sdxl: penultimate hidden state [B,77,768]
@@ -61,6 +66,7 @@ import math
 import os
 import sys
 import warnings
+from types import SimpleNamespace
 
 try:
     import torch
@@ -125,6 +131,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "built against LibTorch >= 2.6, the same version as this PyTorch)")
     parser.add_argument("--max-batch", type=int, default=64,
                         help="pt2: the largest batch a package accepts (default 64; guidance doubles the batch)")
+    parser.add_argument("--mutual-attention", action=argparse.BooleanOptionalAction, default=True,
+                        help="the UNet takes one more input, attention_sources int64 [B, layers], which lets a "
+                             "batch row's self-attention take its keys and values from another row (MasaCtrl "
+                             "editing); the identity is the plain UNet, bit for bit (default: on)")
     parser.add_argument("--check-batch", type=int, default=2, help="batch size of the check input (default: 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the example and check inputs (default: 0)")
     args = parser.parse_args(argv)
@@ -272,6 +282,8 @@ def merge_manifest(previous, manifest: dict, out: str) -> dict:
             merged["files"][role] = file
             if role in (previous.get("check") or {}):
                 merged["check"][role] = previous["check"][role]
+            if role == "unet" and "mutual_attention_layers" in previous:
+                merged["mutual_attention_layers"] = previous["mutual_attention_layers"]
     return merged
 
 
@@ -287,23 +299,71 @@ def write_manifest(out: str, manifest: dict) -> str:
 # Wrappers: the diffusers / transformers call conventions behind plain positional tensor signatures
 
 
+class MutualSelfAttention:
+    """A diffusers attention processor for a self-attention layer whose batch rows may take their keys and values
+    from other rows: row r attends to the hidden states of row attention_sources[r, layer] (MasaCtrl's mutual
+    self-attention). Layers are numbered in call order, counted afresh in every forward: the order MasaCtrl counts
+    them in (named_modules() lists the up blocks before the mid block)."""
+
+    def __init__(self, processor, state):
+        self.processor, self.state = processor, state
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, **kwargs):
+        layer = self.state.next_layer
+        self.state.next_layer += 1
+        rows = self.state.sources[:, layer]
+        # The keys and values are made from the selected rows; selecting each row itself gives the plain layer's
+        # own inputs, so the identity is the plain UNet bit for bit.
+        return self.processor(attn, hidden_states, encoder_hidden_states=hidden_states.index_select(0, rows),
+                              **kwargs)
+
+
+class MutualAttention:
+    """Puts MutualSelfAttention on every self-attention layer (diffusers' "attn1") of `unet`."""
+
+    def __init__(self, unet):
+        processors = getattr(unet, "attn_processors", None)
+        names = [name for name in processors or {} if name.endswith("attn1.processor")]
+        if not names:
+            raise ExportError("this UNet has no diffusers self-attention layers (attn1) to control: export it "
+                              "with --no-mutual-attention")
+        self.layers = len(names)
+        self.state = SimpleNamespace(sources=None, next_layer=0)
+        self.plain = dict(processors)
+        unet.set_attn_processor({name: MutualSelfAttention(processor, self.state) if name in names else processor
+                                 for name, processor in processors.items()})
+
+    def run(self, sources, call):
+        if sources is None:
+            raise ValueError("this UNet takes attention_sources int64 [B, layers] as its last input")
+        self.state.sources, self.state.next_layer = sources, 0
+        eps = call()
+        if self.state.next_layer != self.layers:
+            raise ExportError(f"the UNet ran {self.state.next_layer} of its {self.layers} self-attention layers")
+        return eps
+
+
 class UNetWrapper(_Module):
-    def __init__(self, unet):
+    """(sample, timestep, encoder_hidden_states[, attention_sources]) -> eps; attention_sources with
+    mutual_attention."""
+
+    def __init__(self, unet, mutual_attention=False):
         super().__init__()
         self.unet = unet
+        self.mutual = MutualAttention(unet) if mutual_attention else None
 
-    def forward(self, sample, timestep, encoder_hidden_states):
-        return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+    def forward(self, sample, timestep, encoder_hidden_states, attention_sources=None):
+        return self.controlled(attention_sources, sample, timestep, encoder_hidden_states)
+
+    def controlled(self, sources, *args, **kwargs):
+        call = lambda: self.unet(*args, **kwargs, return_dict=False)[0]  # noqa: E731
+        return self.mutual.run(sources, call) if self.mutual else call()
 
 
-class SDXLUNetWrapper(_Module):
-    def __init__(self, unet):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, sample, timestep, encoder_hidden_states, text_embeds, time_ids):
+class SDXLUNetWrapper(UNetWrapper):
+    def forward(self, sample, timestep, encoder_hidden_states, text_embeds, time_ids, attention_sources=None):
         added = {"text_embeds": text_embeds, "time_ids": time_ids}
-        return self.unet(sample, timestep, encoder_hidden_states, added_cond_kwargs=added, return_dict=False)[0]
+        return self.controlled(attention_sources, sample, timestep, encoder_hidden_states, added_cond_kwargs=added)
 
 
 class VaeEncoderWrapper(_Module):
@@ -358,9 +418,9 @@ class ProjectionTextEncoderWrapper(_Module):
         return output.hidden_states[-2], output.text_embeds
 
 
-def wrap(name: str, family: str, module):
+def wrap(name: str, family: str, module, mutual_attention=False):
     if name == "unet":
-        return SDXLUNetWrapper(module) if family == "sdxl" else UNetWrapper(module)
+        return (SDXLUNetWrapper if family == "sdxl" else UNetWrapper)(module, mutual_attention)
     if name == "vae_encoder":
         return VaeEncoderWrapper(module)
     if name == "vae_decoder":
@@ -391,6 +451,8 @@ def example_inputs(name: str, spec: dict, batch: int, device, dtype, generator) 
             r = float(spec["resolution"])
             time_ids = torch.tensor([[r, r, 0.0, 0.0, r, r]] * batch).to(device=device, dtype=dtype)
             inputs += (randn(batch, spec["text_embeds_dim"]), time_ids)
+        if spec.get("mutual_attention_layers"):  # random rows: the check runs the mutual path, not only the identity
+            inputs += (torch.randint(0, batch, (batch, spec["mutual_attention_layers"]), generator=generator).to(device),)
         return inputs
     if name == "vae_encoder":
         side = spec["resolution"]
@@ -483,6 +545,23 @@ def check_trace(name: str, traced, eager, inputs, dtype: str, allow_nonfinite: b
         raise ExportError(f"the traced {name} differs from the eager module by {difference:.3g} on a batch of "
                           f"{batch} (limit {limit:.3g} in {dtype}): the trace is wrong")
     return difference
+
+
+def check_identity_is_plain(unet, wrapper, inputs):
+    """The controlled UNet with every row attending to itself must be the plain UNet, bit for bit."""
+    *plain_inputs, sources = inputs
+    identity = torch.arange(sources.shape[0], device=sources.device)[:, None].expand_as(sources)
+    controlled = dict(unet.attn_processors)
+    with torch.no_grad():
+        got = wrapper(*plain_inputs, identity)
+        unet.set_attn_processor(dict(wrapper.mutual.plain))  # diffusers empties the dict it is given
+        try:
+            expected = (SDXLUNetWrapper if len(plain_inputs) == 5 else UNetWrapper)(unet)(*plain_inputs)
+        finally:
+            unet.set_attn_processor(controlled)
+    if not torch.equal(got, expected):
+        raise ExportError(f"with attention_sources the identity, the UNet differs from the plain one by "
+                          f"{max_difference(got, expected):.3g}: the mutual attention is wrong")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -583,7 +662,11 @@ def export(args, checkpoint=None) -> dict:
         print(f"export_sd: {name}: loading", file=sys.stderr)
         eager = checkpoint.load(name, dtype, device)
         module_spec = dict(spec, vocab_size=getattr(getattr(eager, "config", None), "vocab_size", 49408))
-        wrapper = wrap(name, family, eager)
+        wrapper = wrap(name, family, eager, args.mutual_attention)
+        if name == "unet" and wrapper.mutual:
+            module_spec["mutual_attention_layers"] = spec["mutual_attention_layers"] = wrapper.mutual.layers
+            check_identity_is_plain(eager, wrapper, example_inputs(name, module_spec, args.check_batch, device,
+                                                                     dtype, generator))
         if args.format == "pt2":
             files[name] = f"{name}.pt2"
             print(f"export_sd: {name}: exporting and compiling (minutes)", file=sys.stderr)
@@ -612,6 +695,8 @@ def export(args, checkpoint=None) -> dict:
         versions["batch"] = [1, args.max_batch]
     manifest = build_manifest(**manifest_args, files=files, check=check, versions=versions,
                               random_weights=args.random_weights)
+    if "mutual_attention_layers" in spec:
+        manifest["mutual_attention_layers"] = spec["mutual_attention_layers"]
     previous_path = os.path.join(args.out, "manifest.json")
     if os.path.exists(previous_path):
         with open(previous_path) as file:

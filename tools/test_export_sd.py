@@ -56,10 +56,39 @@ def sinusoid(values: torch.Tensor, width: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
+class FakeAttnProcessor:
+    """diffusers' processor convention: keys and values from encoder_hidden_states when given."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None):
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        q, k, v = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+        return torch.softmax(q @ k.transpose(1, 2) / math.sqrt(q.shape[-1]), dim=-1) @ v
+
+
+class FakeAttention(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.to_q, self.to_k, self.to_v = (nn.Linear(channels, channels) for _ in range(3))
+        self.processor = FakeAttnProcessor()
+
+    def forward(self, hidden_states, encoder_hidden_states=None):
+        return self.processor(self, hidden_states, encoder_hidden_states=encoder_hidden_states)
+
+
+class FakeBlock(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.attn1 = FakeAttention(channels)
+
+
 class FakeUNet(nn.Module):
+    """Three self-attention layers, registered (down, up, mid) in another order than they run (down, mid, up), as in
+    diffusers' UNet2DConditionModel; attn_processors and set_attn_processor as diffusers has them."""
+
     def __init__(self, cond_dim=12, channels=8, text_dim=0, time_ids_width=4):
         super().__init__()
         self.text_dim, self.time_ids_width, self.channels = text_dim, time_ids_width, channels
+        self.down, self.up, self.mid = (FakeBlock(channels) for _ in range(3))
         self.conv_in = nn.Conv2d(4, channels, 3, padding=1)
         self.time = nn.Linear(channels, channels)
         self.key, self.value = nn.Linear(cond_dim, channels), nn.Linear(cond_dim, channels)
@@ -81,8 +110,21 @@ class FakeUNet(nn.Module):
         key, value = self.key(encoder_hidden_states), self.value(encoder_hidden_states)
         weights = torch.softmax(tokens @ key.transpose(1, 2) / math.sqrt(channels), dim=-1)
         tokens = tokens + weights @ value
+        for block in (self.down, self.mid, self.up):
+            tokens = tokens + block.attn1(tokens)
         out = self.conv_out(tokens.transpose(1, 2).reshape(batch, channels, height, width))
         return SimpleNamespace(sample=out) if return_dict else (out,)
+
+
+    @property
+    def attn_processors(self):
+        return {f"{name}.processor": module.processor for name, module in self.named_modules()
+                if isinstance(module, FakeAttention)}
+
+    def set_attn_processor(self, processors):
+        for name, module in self.named_modules():
+            if isinstance(module, FakeAttention):
+                module.processor = processors.pop(f"{name}.processor")
 
 
 class FakeDistribution:
@@ -373,6 +415,52 @@ class WrapperTest(unittest.TestCase):
         self.assertEqual((tuple(states.shape), tuple(text_embeds.shape)), ((3, 77, 12), (3, 10)))
 
 
+class TakeKeysFrom(FakeAttnProcessor):
+    """Written apart from export_sd's processor: every row's keys and values from one row."""
+
+    def __init__(self, row):
+        self.row = row
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None):
+        source = hidden_states[self.row:self.row + 1].expand_as(hidden_states)
+        return super().__call__(attn, hidden_states, encoder_hidden_states=source)
+
+
+class MutualAttentionTest(unittest.TestCase):
+    def setUp(self):
+        torch.manual_seed(0)
+        self.plain = FakeUNet().eval()
+        self.controlled = FakeUNet().eval()
+        self.controlled.load_state_dict(self.plain.state_dict())
+        self.wrapper = ex.wrap("unet", "sd1", self.controlled, mutual_attention=True)
+        self.sample, self.timestep, self.cond = inputs("unet", SMALL_SPEC, 2)
+
+    def test_layers_and_the_identity_is_the_plain_unet_bit_for_bit(self):
+        self.assertEqual(self.wrapper.mutual.layers, 3)
+        identity = torch.tensor([[0, 0, 0], [1, 1, 1]])
+        with torch.no_grad():
+            got = self.wrapper(self.sample, self.timestep, self.cond, identity)
+            expected = ex.UNetWrapper(self.plain)(self.sample, self.timestep, self.cond)
+        self.assertTrue(torch.equal(got, expected))
+        spec = dict(SMALL_SPEC, mutual_attention_layers=3)
+        ex.check_identity_is_plain(self.controlled, self.wrapper, inputs("unet", spec, 2))  # raises when not
+
+    def test_layers_are_numbered_in_call_order(self):
+        # layer 1 is the second to run: the mid block, registered last
+        sources = torch.tensor([[0, 1, 0], [1, 1, 1]])
+        self.plain.mid.attn1.processor = TakeKeysFrom(1)
+        traced = ex.trace(self.wrapper, (self.sample, self.timestep, self.cond, sources))
+        with torch.no_grad():
+            expected = ex.UNetWrapper(self.plain)(self.sample, self.timestep, self.cond)
+            self.assertLess(ex.max_difference(traced(self.sample, self.timestep, self.cond, sources), expected), 1e-6)
+            identity = traced(self.sample, self.timestep, self.cond, torch.tensor([[0, 0, 0], [1, 1, 1]]))
+        self.assertGreater(ex.max_difference(identity, expected), 1e-3)
+
+    def test_a_unet_without_attention_processors_names_the_flag(self):
+        with self.assertRaisesRegex(ex.ExportError, "--no-mutual-attention"):
+            ex.wrap("unet", "sd1", FakeVAE(), mutual_attention=True)
+
+
 class ExampleInputsTest(unittest.TestCase):
     def test_shapes_and_dtypes(self):
         spec = dict(SMALL_SDXL_SPEC, vocab_size=49408)
@@ -541,7 +629,9 @@ class ExportTest(unittest.TestCase):
                 calls = json.load(file)["calls"]
             self.assertEqual(calls, [["truncation", 77], ["padding", 77, 49407, "<|endoftext|>"]])
             unet = torch.jit.load(os.path.join(out, "unet.pt"))
-            eps = unet(torch.randn(2, 4, 4, 4), torch.tensor([1, 999]), torch.randn(2, 77, 12))
+            self.assertEqual(manifest["mutual_attention_layers"], 3)
+            eps = unet(torch.randn(2, 4, 4, 4), torch.tensor([1, 999]), torch.randn(2, 77, 12),
+                       torch.tensor([[0, 0, 0], [0, 1, 1]]))
             self.assertEqual(tuple(eps.shape), (2, 4, 4, 4))
 
     def test_sdxl_bundle_and_a_later_partial_export(self):
@@ -554,7 +644,8 @@ class ExportTest(unittest.TestCase):
                 self.assertEqual(json.load(file)["calls"][1], ["padding", 77, 0, "!"])
             unet = torch.jit.load(os.path.join(out, "unet.pt"))
             eps = unet(torch.randn(3, 4, 8, 8), torch.tensor([1, 500, 999]), torch.randn(3, 77, 12),
-                       torch.randn(3, 10), torch.tensor([[64.0, 64, 0, 0, 64, 64]] * 3))
+                       torch.randn(3, 10), torch.tensor([[64.0, 64, 0, 0, 64, 64]] * 3),
+                       torch.arange(3)[:, None].expand(3, 3))
             self.assertEqual(tuple(eps.shape), (3, 4, 8, 8))
             states, pooled = torch.jit.load(os.path.join(out, "text_encoder_2.pt"))(torch.randint(0, 100, (2, 77)))
             self.assertEqual((tuple(states.shape), tuple(pooled.shape)), ((2, 77, 12), (2, 10)))
@@ -568,6 +659,14 @@ class ExportTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as out:
             manifest, _ = self.run_export(out, "sd1", "--modules", "unet", "--name", "easyinv/diffusers-sd1")
             self.assertEqual(manifest["name"], "easyinv/diffusers-sd1")
+
+    def test_without_mutual_attention(self):
+        with tempfile.TemporaryDirectory() as out:
+            manifest, _ = self.run_export(out, "sd1", "--modules", "unet", "--no-mutual-attention")
+            self.assertNotIn("mutual_attention_layers", manifest)
+            eps = torch.jit.load(os.path.join(out, "unet.pt"))(torch.randn(2, 4, 4, 4), torch.tensor([1, 999]),
+                                                                torch.randn(2, 77, 12))
+            self.assertEqual(tuple(eps.shape), (2, 4, 4, 4))
 
     def test_family_mismatch_and_refused_modules(self):
         with tempfile.TemporaryDirectory() as out:

@@ -59,6 +59,19 @@ export type Flags = ReturnType<typeof parseArgs<{ options: typeof flagSpec; allo
 /** A mistake in the command line: exit code 2, and the usage. */
 export class UsageError extends Error {}
 
+/**
+ * The message of an error, told in this command line's terms: the library names an option as the API writes it
+ * (errors.ts optionError), and where the command line gave that option as a flag, the flag takes its place
+ * (stepsOffset: --steps-offset). A value the command line did not give (a latent file's setting) keeps the API name.
+ */
+export function messageOf(error: Error, flags: Flags): string {
+  const { option } = error as { option?: unknown };
+  const flag = typeof option === 'string' ? option.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`) : '';
+  const given = (flags as Record<string, unknown>)[flag] !== undefined;
+  const message = given ? error.message.replace(`easyinv: ${option}`, `easyinv: --${flag}`) : error.message;
+  return message.startsWith('easyinv') ? message : `easyinv: ${message}`;
+}
+
 type NumberFlag = 'steps' | 'guidance' | 'eta' | 'refinements' | 'iterations' | 'seed' | 'limit' | 'repeats' | 'steps-offset' | 'size-condition'
   | 'start-step' | 'start-layer';
 

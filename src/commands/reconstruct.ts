@@ -9,7 +9,7 @@ export async function reconstructCommand(flags: Flags): Promise<void> {
   checkOutFolder(out);
   const model = await openModel(flags, required(flags, 'model'));
   const { tensors, metadata } = loadLatents(required(flags, 'latent'), model.device);
-  if (!tensors.latent) throw new UsageError(`${flags.latent} holds no tensor named latent`);
+  if (!tensors.latent) throw new UsageError(`--latent ${flags.latent} holds no tensor named latent`);
   const offsets = Object.keys(tensors).filter((name) => name.startsWith('offset.'))
     .sort((a, b) => Number(a.slice(7)) - Number(b.slice(7))).map((name) => tensors[name]);
   const given = inversionFlags(flags);

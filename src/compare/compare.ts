@@ -3,7 +3,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { failure, rangeError } from '../errors';
+import { failure, optionError } from '../errors';
 import { encodePhoto, roundTrip, stepsFor, warmUp } from '../evaluation';
 import { appendLineFlushed, writeFileWhole } from '../files';
 import { readImage, writeGrid, writeImage } from '../image';
@@ -147,14 +147,14 @@ function appendLine(file: string, value: object): void {
 }
 
 export function listImages(dir: string, limit?: number, shard?: CompareOptions['shard']): string[] {
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw failure(`--images ${dir} is not a folder`);
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) optionError('images', `${dir} is not a folder`, Error);
   const all = (fs.readdirSync(dir, { recursive: true }) as string[])
     .filter((name) => !path.basename(name).startsWith('.') && fs.statSync(path.join(dir, name)).isFile())
     .sort();
   if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1)) {
-    rangeError(`the image limit must be a positive integer, not ${limit}`);
+    optionError('limit', `must be an integer >= 1, not ${limit}`);
   }
-  if (all.length === 0) throw failure(`--images ${dir} holds no files`);
+  if (all.length === 0) optionError('images', `${dir} holds no files`, Error);
   const limited = limit === undefined ? all : all.slice(0, limit);
   return shard ? limited.filter((_, i) => i % shard.count === shard.index) : limited;
 }

@@ -1,4 +1,4 @@
-import { rangeError } from '../errors';
+import { optionError } from '../errors';
 import type { Family } from '../manifest';
 import type { Tensor } from '../native';
 import { ddimWeights, type Transition } from '../schedule';
@@ -79,10 +79,12 @@ export const easyinv: Method<EasyInvOptions> = {
   settings(user, family) {
     const { eta, window, variant } = { ...defaults[family], ...user };
     checkFraction('eta', eta);
-    if (!Array.isArray(window) || window.length !== 2) rangeError('window must be [start, end], fractions of the steps');
-    window.forEach((edge, i) => checkFraction(`window[${i}]`, edge));
-    if (window[0] > window[1]) rangeError(`window start ${window[0]} is after its end ${window[1]}`);
-    if (variant !== 'paper' && variant !== 'notebook') rangeError(`variant must be 'paper' or 'notebook', not ${JSON.stringify(variant)}`);
+    // One check of the pair, so that its message names `window`: one flag on the command line (--window START,END).
+    const fractions = Array.isArray(window) && window.length === 2 && window.every((edge) => typeof edge === 'number' && edge >= 0 && edge <= 1);
+    if (!fractions || window[0] > window[1]) {
+      optionError('window', `must be [start, end], fractions of the steps with 0 <= start <= end <= 1, not ${JSON.stringify(window)}`);
+    }
+    if (variant !== 'paper' && variant !== 'notebook') optionError('variant', `must be 'paper' or 'notebook', not ${JSON.stringify(variant)}`);
     return { eta, window, variant };
   },
   async invert(run, z0, steps, options) {

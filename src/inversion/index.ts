@@ -1,6 +1,6 @@
 // invert() and reconstruct(): the registry of methods and the run around one: sampling options, schedule,
 // condition, the final finite check, and freeing everything but the result, also on error or abort.
-import { failure, rangeError, typeError } from '../errors';
+import { failure, optionError, rangeError, typeError } from '../errors';
 import { Model, type Condition } from '../model';
 import { addon, disposeAll, isTensor, type Tensor } from '../native';
 import { makeSchedule, type TimestepList, type Transition } from '../schedule';
@@ -87,16 +87,17 @@ type CheckedSampling = Required<Pick<SamplingOptions, 'steps' | 'prompt' | 'nega
 
 export function checkSampling(options: SamplingOptions): CheckedSampling {
   const { steps = 50, prompt = '', negativePrompt = '', guidance = 1, stepsOffset, timesteps = 'ddim', sizeCondition } = options;
-  if (!Number.isInteger(steps) || steps < 1) rangeError(`steps must be an integer >= 1, not ${steps}`);
-  if (typeof guidance !== 'number' || !(guidance >= 0)) rangeError(`guidance must be a number >= 0, not ${guidance}`);
-  if (guidance === Infinity) rangeError('guidance must be finite, not Infinity');
-  if (typeof prompt !== 'string' || typeof negativePrompt !== 'string') typeError('prompt and negativePrompt must be strings');
+  if (!Number.isInteger(steps) || steps < 1) optionError('steps', `must be an integer >= 1, not ${steps}`);
+  if (typeof guidance !== 'number' || !(guidance >= 0)) optionError('guidance', `must be a number >= 0, not ${guidance}`);
+  if (guidance === Infinity) optionError('guidance', 'must be finite, not Infinity');
+  if (typeof prompt !== 'string') optionError('prompt', 'must be a string', TypeError);
+  if (typeof negativePrompt !== 'string') optionError('negativePrompt', 'must be a string', TypeError);
   if (stepsOffset !== undefined && !(Number.isInteger(stepsOffset) && stepsOffset >= 0)) {
-    rangeError(`stepsOffset must be an integer >= 0, not ${stepsOffset}`);
+    optionError('stepsOffset', `must be an integer >= 0, not ${stepsOffset}`);
   }
-  if (timesteps !== 'ddim' && timesteps !== 'pndm') rangeError(`timesteps must be 'ddim' or 'pndm', not ${JSON.stringify(timesteps)}`);
+  if (timesteps !== 'ddim' && timesteps !== 'pndm') optionError('timesteps', `must be 'ddim' or 'pndm', not ${JSON.stringify(timesteps)}`);
   if (sizeCondition !== undefined && !(Number.isInteger(sizeCondition) && sizeCondition >= 1)) {
-    rangeError(`sizeCondition must be an integer >= 1 (pixels), not ${sizeCondition}`);
+    optionError('sizeCondition', `must be an integer >= 1 (pixels), not ${sizeCondition}`);
   }
   return { steps, prompt, negativePrompt, guidance, stepsOffset, timesteps, sizeCondition };
 }
@@ -106,7 +107,7 @@ function methodSettings(model: Model, name: MethodName, options: Record<string, 
   const method = methods[name] as Method<object, Record<string, unknown>>;
   const foreign = Object.keys(options).filter((key) => options[key] !== undefined && !samplingKeys.includes(key) && !method.keys.includes(key));
   if (foreign.length > 0) {
-    rangeError(`method ${name} takes no option ${foreign.join(', ')} (its options: ${method.keys.join(', ') || 'none'})`);
+    optionError(foreign[0], `is not an option of method ${name} (its options: ${method.keys.join(', ') || 'none'})`);
   }
   return method.settings(Object.fromEntries(method.keys.map((key) => [key, options[key]]).filter(([, v]) => v !== undefined)), model.family);
 }
@@ -149,7 +150,7 @@ export async function runOn<T>(
     rangeError(`the latent must have shape [B, ${expected.join(', ')}] for this model, not [${latent.shape.join(', ')}]`);
   }
   if (phase !== 'invert' && timesteps === 'pndm') {
-    rangeError(`timesteps 'pndm' is for invert only: ${phase} samples with DDIM (PNDM's own sampler is not implemented)`);
+    optionError('timesteps', `'pndm' is for invert only: ${phase} samples with DDIM (PNDM's own sampler is not implemented)`);
   }
   const schedule = makeSchedule({ ...model.scheduler, steps_offset: stepsOffset ?? model.scheduler.steps_offset }, steps, timesteps);
   const condition = await model.condition(prompts ?? prompt, negativePrompt, latent.shape[0], guidance, sizeCondition);
@@ -176,10 +177,10 @@ export async function runOn<T>(
 export async function invert(model: Model, z0: Tensor, options: InvertOptions = {}): Promise<InversionResult> {
   checkCall(model, options);
   const name = options.method ?? 'easyinv';
-  if (!Object.hasOwn(methods, name)) rangeError(`unknown method ${JSON.stringify(name)}: use one of ${methodNames.join(', ')}`);
+  if (!Object.hasOwn(methods, name)) optionError('method', `${JSON.stringify(name)} is unknown: use one of ${methodNames.join(', ')}`);
   const settings = methodSettings(model, name, options as Record<string, unknown>);
   const { keepLatents = false } = options;
-  if (typeof keepLatents !== 'boolean') typeError(`keepLatents must be true or false, not ${JSON.stringify(keepLatents)}`);
+  if (typeof keepLatents !== 'boolean') optionError('keepLatents', `must be true or false, not ${JSON.stringify(keepLatents)}`, TypeError);
   const method = methods[name] as Method<object>;
   const { result, unetCalls, seconds, steps } = await runOn<MethodResult & { latents?: Tensor[] }>(
     model, z0, options, name, 'invert',
@@ -200,12 +201,12 @@ export async function reconstruct(model: Model, zT: Tensor, options: Reconstruct
   const { offsets } = options;
   const { result } = await runOn<Tensor>(model, zT, options, 'ddim', 'reconstruct', async (run, start, schedule) => {
     if (offsets !== undefined && offsets.length !== schedule.sampling.length) {
-      rangeError(`offsets has ${offsets.length} entries but there are ${schedule.sampling.length} steps`);
+      optionError('offsets', `has ${offsets.length} entries but there are ${schedule.sampling.length} steps`);
     }
     const wrong = offsets?.findIndex((o) => !isTensor(o) || o.shape.join() !== start.shape.join()) ?? -1;
     if (wrong >= 0) {
       const what = isTensor(offsets![wrong]) ? `has shape [${offsets![wrong].shape.join(', ')}]` : 'is not a Tensor';
-      rangeError(`offsets[${wrong}] ${what}; each offset is a tensor of the latent's shape [${start.shape.join(', ')}]`);
+      optionError(`offsets[${wrong}]`, `${what}; each offset is a tensor of the latent's shape [${start.shape.join(', ')}]`);
     }
     return sample(run, start, schedule.sampling, offsets);
   }, (z) => [z]);

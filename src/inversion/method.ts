@@ -1,6 +1,6 @@
 // What an inversion method is: a loop over the inversion transitions, and beside it, in the method's own file, its
 // options with their defaults per model family and their checks.
-import { rangeError } from '../errors';
+import { optionError } from '../errors';
 import type { Family } from '../manifest';
 import type { Tensor } from '../native';
 import type { Transition } from '../schedule';
@@ -21,12 +21,14 @@ export interface Method<Options, UserOptions = Partial<Options>> {
   invert(run: Run, z0: Tensor, steps: Transition[], options: Options): Promise<MethodResult>;
 }
 
-export function checkFraction(name: string, value: unknown): number {
-  if (typeof value !== 'number' || !(value >= 0 && value <= 1)) rangeError(`${name} must be a number in [0, 1], not ${value}`);
+export function checkFraction(option: string, value: unknown): number {
+  if (typeof value !== 'number' || !(value >= 0 && value <= 1)) optionError(option, `must be a number in [0, 1], not ${value}`);
   return value;
 }
 
-export function checkCount(name: string, value: unknown): number {
-  if (!Number.isInteger(value) || (value as number) < 0) rangeError(`${name} must be an integer >= 0, not ${value}`);
+export function checkCount(option: string, value: unknown, max = Infinity): number {
+  if (!Number.isInteger(value) || !((value as number) >= 0 && (value as number) <= max)) {
+    optionError(option, `must be an integer ${max === Infinity ? '>= 0' : `from 0 to ${max}`}, not ${value}`);
+  }
   return value as number;
 }

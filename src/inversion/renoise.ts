@@ -1,6 +1,9 @@
-import { rangeError } from '../errors';
+import { optionError } from '../errors';
 import type { Tensor } from '../native';
 import { checkCount, type Method } from './method';
+
+// The native regulariser's limits on its step and roll counts.
+const maxCount = 1000;
 
 export interface Regularization {
   lambdaAc: number;
@@ -28,6 +31,20 @@ export interface ReNoiseUserOptions extends Partial<Omit<ReNoiseOptions, 'regula
 /** The ReNoise paper's settings: 2 renoising iterations, all but the first averaged, its regulariser's weights. */
 const defaults = { iterations: 2, regularization: { lambdaAc: 20, lambdaKl: 0.065, steps: 4, rolls: 5 }, seed: 0 };
 
+// Checked here, where the names are the caller's (regularization.steps), before the native regulariser sees them.
+function checkRegularization(value: Regularization): Regularization {
+  if (typeof value !== 'object') {
+    optionError('regularization', `must be { lambdaAc, lambdaKl, steps, rolls } or false, not ${JSON.stringify(value)}`, TypeError);
+  }
+  const { lambdaAc, lambdaKl, steps, rolls } = value;
+  for (const [name, weight] of Object.entries({ lambdaAc, lambdaKl })) {
+    if (typeof weight !== 'number' || !(weight >= 0 && weight < Infinity)) {
+      optionError(`regularization.${name}`, `must be a finite number >= 0, not ${weight}`);
+    }
+  }
+  return { lambdaAc, lambdaKl, steps: checkCount('regularization.steps', steps, maxCount), rolls: checkCount('regularization.rolls', rolls, maxCount) };
+}
+
 /**
  * ReNoise (Garibi et al. 2024): at each step, iterate z_t^(k+1) = DDIM(z_s -> t, eps(z_t^(k), t)) from
  * z_t^(0)'s noise eps(z_s, t); average the estimates in the window, optionally regularised, for the final step.
@@ -38,10 +55,10 @@ export const renoise: Method<ReNoiseOptions, ReNoiseUserOptions> = {
     const iterations = checkCount('iterations', user.iterations ?? defaults.iterations);
     const average = user.average ?? [1, iterations + 1];
     if (!Array.isArray(average) || average.length !== 2 || !average.every(Number.isInteger) || average[0] > average[1]) {
-      rangeError('average must be [from, to], integer iterations with from <= to');
+      optionError('average', `must be [from, to], integer iterations with from <= to, not ${JSON.stringify(average)}`);
     }
-    const regularization = user.regularization === false ? null : user.regularization ?? defaults.regularization;
-    return { iterations, average, regularization, seed: user.seed ?? defaults.seed };
+    const regularization = user.regularization === false ? null : checkRegularization(user.regularization ?? defaults.regularization);
+    return { iterations, average, regularization, seed: checkCount('seed', user.seed ?? defaults.seed, Number.MAX_SAFE_INTEGER) };
   },
   async invert(run, z0, steps, { iterations, average: [from, to], regularization, seed }) {
     // One noise for every sample, so that a batch gets what its samples get one by one.

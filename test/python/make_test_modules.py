@@ -9,6 +9,7 @@ import json
 import math
 import os
 import sys
+from typing import Dict
 
 import torch
 from torch import nn
@@ -98,6 +99,20 @@ class TupleUNet(nn.Module):
         return sample * 0.5, cond
 
 
+class DeviceOutput(nn.Module):
+    """Returns a tensor beside a torch.device, a value that has no JS counterpart."""
+
+    def forward(self, x: torch.Tensor):
+        return x * 2, x.device
+
+
+class IntKeyOutput(nn.Module):
+    """Returns a dict keyed by integers; a JS object's keys are strings."""
+
+    def forward(self, x: torch.Tensor) -> Dict[int, torch.Tensor]:
+        return {1: x * 2}
+
+
 class OneChannelUNet(nn.Module):
     """A noise predictor with the UNet signature whose output has one channel: it would broadcast in the step."""
 
@@ -125,7 +140,8 @@ def main() -> None:
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
     modules = {"conv_unet": ConvUNet(), "slow_chain": SlowChain(), "pair": Pair(), "positions": Positions(),
-               "tuple_unet": TupleUNet(), "one_channel_unet": OneChannelUNet()}
+               "tuple_unet": TupleUNet(), "one_channel_unet": OneChannelUNet(),
+               "device_output": DeviceOutput(), "int_key_output": IntKeyOutput()}
     for name, module in modules.items():
         scripted = torch.jit.script(module.eval())
         path = os.path.join(OUT, f"{name}.pt")

@@ -190,6 +190,7 @@ class Bundle:
                          for name, role in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"))
                          if name in files]
         self.abar = spec_alpha_bars(self.manifest["scheduler"])
+        self.mutual_layers = self.manifest.get("mutual_attention_layers")
 
     def encode(self, prompt):
         states, pooled = [], None
@@ -219,9 +220,11 @@ class Bundle:
     def eps(self, z, t, cond, extra, guidance):
         cfg = guidance > 1
         model_input = torch.cat([z] * 2) if cfg else z
+        rows = model_input.shape[0]
+        if self.mutual_layers:  # every row attends to itself: the plain UNet
+            extra = (*extra, torch.arange(rows)[:, None].expand(rows, self.mutual_layers))
         with torch.no_grad():
-            out = self.unet(model_input, torch.full((model_input.shape[0],), int(t), dtype=torch.int64), cond,
-                            *extra)
+            out = self.unet(model_input, torch.full((rows,), int(t), dtype=torch.int64), cond, *extra)
         if not cfg:
             return out
         uncond, c = out.chunk(2)
