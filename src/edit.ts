@@ -20,9 +20,9 @@ export interface EditSource {
   /** Method 'direct''s offsets, one per step: added to the source row, as reconstruct() adds them. */
   offsets?: Tensor[];
   /**
-   * The inversion's latents (invert with keepLatents): the source row is set to the inversion's latent at the level
-   * each step starts from, so that it retraces the inversion (MasaCtrl's ref_intermediate_latents). Offsets are then
-   * not used.
+   * The inversion's latents (invert with keepLatents), latents[j] the one after inversion step j: the source row is
+   * set to the inversion's latent at the level each step starts from, so that it retraces the inversion (MasaCtrl's
+   * ref_intermediate_latents, which also hold z0 first). Offsets are then not used.
    */
   latents?: Tensor[];
   /** The inversion's steps: the edit's when options.steps is not given. */
@@ -126,9 +126,10 @@ function checkSource(source: Tensor | EditSource, steps: number): EditSource {
   for (const name of ['offsets', 'latents'] as const) {
     const list = given[name];
     if (list === undefined) continue;
-    if (!Array.isArray(list) || list.length !== steps) {
-      rangeError(`the source's ${name} has ${Array.isArray(list) ? list.length : 'no list of'} entries but the edit takes ${steps} ` +
-        'steps: edit with the inversion\'s steps (over DDIM\'s timesteps)');
+    if (!Array.isArray(list)) typeError(`the source's ${name} must be a list of tensors`);
+    if (list.length !== steps) {
+      rangeError(`the source's ${name} has ${list.length} entries but the edit takes ${steps} steps: edit with the ` +
+        'inversion\'s steps (over DDIM\'s timesteps)');
     }
     const wrong = list.findIndex((t) => !isTensor(t) || t.shape.join() !== shape.join());
     if (wrong >= 0) rangeError(`the source's ${name}[${wrong}] is not a tensor of z_T's shape [${shape.join(', ')}]`);
