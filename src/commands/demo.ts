@@ -1,7 +1,7 @@
-import * as fs from 'fs';
 import * as path from 'path';
 
 import { encodePhoto, roundTrip, stepsFor, warmUp } from '../evaluation';
+import { makeFolder } from '../files';
 import { digits, fixed } from '../format';
 import { writeGrid } from '../image';
 import { methodNames } from '../inversion';
@@ -32,7 +32,7 @@ export async function demoCommand(flags: Flags): Promise<void> {
     rows.push(row);
     tiles.push({ image, label: `${method} ${fixed(row.psnr, 2)} dB` });
   }
-  fs.mkdirSync(outDir, { recursive: true });
+  makeFolder(outDir);
   const picture = path.join(outDir, 'demo.png');
   await writeGrid(tiles, picture);
   tiles.forEach((tile) => tile.image.dispose());

@@ -5,7 +5,7 @@ import * as path from 'path';
 
 import { failure, rangeError } from '../errors';
 import { encodePhoto, roundTrip, stepsFor, warmUp } from '../evaluation';
-import { appendLineFlushed, writeFileWhole } from '../files';
+import { appendLineFlushed, copyFileWhole, createFile, makeFolder, removeTemporaries, truncateFile, writeFileWhole } from '../files';
 import { readImage, writeGrid, writeImage } from '../image';
 import { notebookSettings, type MethodName, type SamplingOptions } from '../inversion';
 import { readManifest, type ModelDtype } from '../manifest';
@@ -74,7 +74,7 @@ function readLines<T>(file: string): T[] {
   if (!fs.existsSync(file)) return [];
   const text = fs.readFileSync(file, 'utf8');
   const complete = text.slice(0, text.lastIndexOf('\n') + 1);
-  if (complete.length !== text.length) fs.truncateSync(file, Buffer.byteLength(complete));
+  if (complete.length !== text.length) truncateFile(file, Buffer.byteLength(complete));
   const kept: string[] = [];
   const values: T[] = [];
   complete.split('\n').forEach((line, i) => {
@@ -106,12 +106,7 @@ function lockRun(out: string): () => void {
   const { lock } = files(out);
   const mine = JSON.stringify({ pid: process.pid, started: new Date().toISOString() });
   for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      fs.writeFileSync(lock, mine, { flag: 'wx' });
-      return () => fs.rmSync(lock, { force: true });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    }
+    if (createFile(lock, mine)) return () => fs.rmSync(lock, { force: true });
     let holder: { pid?: number; started?: string } = {};
     try {
       holder = JSON.parse(fs.readFileSync(lock, 'utf8'));
@@ -204,10 +199,12 @@ export async function compare(userOptions: CompareOptions): Promise<Summary> {
     sizeCondition: options.sizeCondition ?? null, methodOptions: options.methodOptions ?? {},
     lpipsNetwork: options.lpipsNetwork ? path.basename(options.lpipsNetwork) : null,
   };
-  fs.mkdirSync(paths.reconstructions, { recursive: true });
-  fs.mkdirSync(paths.grids, { recursive: true });
+  makeFolder(paths.reconstructions);
+  makeFolder(paths.grids);
   const unlock = lockRun(out);
   try {
+    // under the lock no other run writes here: a temporary file was left by a killed run
+    [out, paths.reconstructions, paths.grids].forEach(removeTemporaries);
     checkSettings(out, settings);
     await runItems(options, images, steps, settings);
   } finally {
@@ -312,8 +309,8 @@ export function writeSummary(out: string): Summary {
 export function mergeRuns(out: string, runs: string[]): Summary {
   if (runs.length === 0) throw failure('merge needs the output folders of the runs to join');
   const paths = files(out);
-  fs.mkdirSync(paths.grids, { recursive: true });
-  fs.mkdirSync(paths.reconstructions, { recursive: true });
+  makeFolder(paths.grids);
+  makeFolder(paths.reconstructions);
   const seen = new Set(readLines<ResultLine>(paths.results).map((l) => `${l.image}|${l.method}|${l.dtype}`));
   const skipped = new Set(readLines<{ file: string }>(paths.skipped).map((s) => s.file));
   let info: RunInfo | undefined;
@@ -336,7 +333,7 @@ export function mergeRuns(out: string, runs: string[]): Summary {
     }
     for (const folder of ['grids', 'reconstructions'] as const) {
       if (!fs.existsSync(source[folder])) continue;
-      for (const file of fs.readdirSync(source[folder])) fs.copyFileSync(path.join(source[folder], file), path.join(paths[folder], file));
+      for (const file of fs.readdirSync(source[folder])) copyFileWhole(path.join(source[folder], file), path.join(paths[folder], file));
     }
   }
   writeFileWhole(paths.run, JSON.stringify(info, null, 2));
