@@ -15,7 +15,7 @@ export const demoDefaults = {
 };
 
 /** `easyinv demo`: every method on the bundled model and photo; a table and a side-by-side picture. */
-export async function demoCommand(flags: Flags): Promise<void> {
+export async function demoCommand(flags: Flags, signal?: AbortSignal): Promise<void> {
   const imageFile = flags.image ?? demoDefaults.image;
   const outDir = flags.out ?? 'easyinv-demo';
   const steps = number(flags, 'steps') ?? 50;
@@ -26,7 +26,7 @@ export async function demoCommand(flags: Flags): Promise<void> {
   const rows = [];
   for (const method of methodNames) {
     const trip = await roundTrip(model, z0, reference, method, {
-      steps: stepsFor(method, steps), onProgress: (phase) => progressBar(flags, `${phase} ${method}`),
+      steps: stepsFor(method, steps), signal, onProgress: (phase) => progressBar(flags, `${phase} ${method}`),
     });
     const { image, lpips, reconstructSeconds, peakMemoryBytes, ...row } = trip;
     rows.push(row);

@@ -3,7 +3,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { failure, rangeError } from '../errors';
+import { failure, rangeError, throwIfAborted } from '../errors';
 import { encodePhoto, roundTrip, stepsFor, warmUp } from '../evaluation';
 import { appendLineFlushed, copyFileWhole, createFile, makeFolder, removeTemporaries, truncateFile, writeFileWhole } from '../files';
 import { readImage, writeGrid, writeImage } from '../image';
@@ -46,6 +46,8 @@ export interface CompareOptions {
   /** An LPIPS TorchScript network (tools/export_lpips.py); without one the LPIPS column says n/a. */
   lpipsNetwork?: string;
   onItem?: (done: number, total: number, item: string) => void;
+  /** Stops the run before the next item or step with an AbortError, the lock released; --resume continues it. */
+  signal?: AbortSignal;
 }
 
 interface RunInfo {
@@ -228,8 +230,8 @@ async function runItems(options: CompareOptions, images: string[], steps: number
   let info: RunInfo | undefined;
 
   for (const dtype of dtypes) {
-    const model = await loadModel(bundleFor(options.models, dtype), { device: options.device, dtype });
-    const net = options.lpipsNetwork ? await loadLpips(options.lpipsNetwork, { device: model.device }) : undefined;
+    await using model = await loadModel(bundleFor(options.models, dtype), { device: options.device, dtype });
+    await using net = options.lpipsNetwork ? await loadLpips(options.lpipsNetwork, { device: model.device }) : undefined;
     await warmUp(model);
     info ??= {
       model: { name: model.manifest.name, family: model.family, device: model.device },
@@ -253,25 +255,24 @@ async function runItems(options: CompareOptions, images: string[], steps: number
         finished += todo.length;
         continue;
       }
-      const { reference, z0 } = photo;
+      using reference = photo.reference;
+      using z0 = photo.z0;
       for (const method of todo) {
-        const { image: reconstruction, ...measured } = await roundTrip(model, z0, reference, method, {
+        throwIfAborted(options.signal, `compare aborted after ${finished} of ${total} items`);
+        const trip = await roundTrip(model, z0, reference, method, {
           steps: stepsFor(method, steps), prompt: options.prompt, guidance: options.guidance, stepsOffset: options.stepsOffset,
           timesteps: options.timesteps, sizeCondition: options.sizeCondition, methodOptions: options.methodOptions, lpipsNetwork: net,
+          signal: options.signal,
         });
+        using reconstruction = trip.image;
         await writeImage(reconstruction, path.join(paths.reconstructions, `${stem(image)}-${dtype}-${method}.png`));
-        reconstruction.dispose();
-        const { lpips, ssim, psnr, invertSeconds, reconstructSeconds, unetCalls, peakMemoryBytes } = measured;
-        appendLine(paths.results, { image, dtype, method, steps: measured.steps, lpips, ssim, psnr, invertSeconds, reconstructSeconds, unetCalls, peakMemoryBytes });
+        const { lpips, ssim, psnr, invertSeconds, reconstructSeconds, unetCalls, peakMemoryBytes } = trip;
+        appendLine(paths.results, { image, dtype, method, steps: trip.steps, lpips, ssim, psnr, invertSeconds, reconstructSeconds, unetCalls, peakMemoryBytes });
         done.add(`${image}|${method}|${dtype}`);
         options.onItem?.(++finished, total, `${image} ${method} ${dtype}`);
       }
       await writeImageGrid(out, image, dtype, reference, methods);
-      z0.dispose();
-      reference.dispose();
     }
-    net?.dispose();
-    model.dispose();
   }
 }
 
