@@ -2,10 +2,11 @@
 // EROFS and EMFILE at any operation, and the real errors where this machine can make them (a full tmpfs, a read-only
 // one, a folder the CLI's user may not write). Each must name the file and the cause, leave no file written in part
 // and no lock, and a later --resume must complete the run with one line per item.
-import { spawn, spawnSync } from 'child_process';
+import { execFile, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { promisify } from 'util';
 
 import { appendLineFlushed, createFile, makeFolder, truncateFile, writeFaults, writeFileWhole } from '../src/files';
 
@@ -147,3 +148,12 @@ test('a folder the CLI may not write: permission denied, naming the file; the ru
   fs.chmodSync(path.join(out, 'grids'), 0o777);
   await expectResumed(out, user);
 }, 120_000);
+
+test('seeded stress: write faults and signals at random points, each episode resumed to one line per item', async () => {
+  const stress = promisify(execFile)(process.execPath, [path.join(root, 'scripts', 'stress-resume.js'), '--kills', '0', '--faults', '3', '--signals', '3',
+    '--seed', '5'], { timeout: 230_000, killSignal: 'SIGKILL' });
+  // on a problem it exits 1: its report says which
+  const report = JSON.parse((await stress.catch((error: { stdout: string }) => error)).stdout);
+  expect(report).toMatchObject({ faults: 3, signals: 3, linesLost: 0, linesDoubled: 0, problems: [] });
+  expect(report.resumes).toBeGreaterThanOrEqual(6);
+}, 240_000);
