@@ -12,7 +12,7 @@
 // line once written whole must be in the final results unchanged: counted as lost if not.
 //
 //   node scripts/stress-resume.js [--kills 20] [--faults 0] [--signals 0] [--seed 1] [--model weights/test-sdxl]
-//   node scripts/stress-resume.js --minutes 5   (interruptions of all three kinds, for about that long)
+//   node scripts/stress-resume.js --minutes 5   (the three kinds in turn, for about that long)
 // It prints one JSON line of counts; the exit code is 1 if any problem was found.
 const { spawn } = require('child_process');
 const fs = require('fs');
@@ -152,7 +152,12 @@ async function main() {
     signalsSent: { SIGINT: 0, SIGTERM: 0, twice: 0, endedBySignal: 0 }, linesLost: 0, linesDoubled: 0, problems: [],
   };
   const done = { kill: () => tally.kills, fault: () => tally.faults, signal: () => tally.signals };
-  const left = () => (deadline ? ['kill', 'fault', 'signal'] : Object.keys(quota).filter((kind) => done[kind]() < quota[kind]));
+  const left = () => {
+    if (!deadline) return Object.keys(quota).filter((kind) => done[kind]() < quota[kind]);
+    // --minutes: the kinds that interrupted fewest runs so far, so that each gets its share
+    const fewest = Math.min(...Object.values(done).map((count) => count()));
+    return Object.keys(done).filter((kind) => done[kind]() === fewest);
+  };
   // A signal by lines comes after the first line: before the CLI has set its handlers (its first second) the default
   // action ends it, which the moments by time still hit.
   const moment = (fewestLines) => (random() < 0.5 ? { afterMs: Math.floor(random() * runMs) }
