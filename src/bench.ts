@@ -8,7 +8,7 @@ import * as path from 'path';
 import * as readline from 'readline';
 
 import { bundleFor } from './compare/compare';
-import { failure, optionError } from './errors';
+import { failure, optionError, throwIfAborted } from './errors';
 import { stepsFor } from './evaluation';
 import { invert, type MethodName } from './inversion';
 import type { ModelDtype } from './manifest';
@@ -38,6 +38,8 @@ export interface BenchOptions {
    * time budget). Rows of methods never timed are left out.
    */
   shouldStop?: () => boolean;
+  /** Stops the bench at the next step with an AbortError, everything freed (the CLI's Ctrl-C). */
+  signal?: AbortSignal;
 }
 
 export interface BenchRow {
@@ -61,26 +63,31 @@ export interface BenchRow {
 
 const spreadOf = (values: number[]): [number, number] => [Math.min(...values), Math.max(...values)];
 
-async function timeInversion(model: Model, z0: Tensor, method: MethodName, steps: number, guidance: number) {
+async function timeInversion(model: Model, z0: Tensor, method: MethodName, steps: number, guidance: number, signal?: AbortSignal) {
   addon.resetPeakMemory(model.device);
-  const result = await invert(model, z0, { method, steps, guidance });
+  const result = await invert(model, z0, { method, steps, guidance, signal });
   const timing = { seconds: result.seconds, unetCalls: result.unetCalls, peakMemoryBytes: addon.peakMemory(model.device) };
   result.dispose();
   return timing;
 }
 
 /** The UNet calls of a DDIM inversion, made back to back with nothing else: the floor for any inversion loop. */
-async function timeBareForwards(model: Model, z0: Tensor, calls: number, guidance: number): Promise<number> {
+async function timeBareForwards(model: Model, z0: Tensor, calls: number, guidance: number, signal?: AbortSignal): Promise<number> {
   const condition = await model.condition('', '', z0.shape[0], guidance);
   // on the device before the clock starts, as an inversion's run keeps its timesteps
   const timesteps = Array.from({ length: calls }, (_, i) => model.timesteps(1 + (i * 20) % 1000, z0.shape[0], condition));
-  await addon.synchronize(model.device);
-  const started = performance.now();
-  for (const t of timesteps) (await model.denoise(z0, t, condition)).dispose();
-  await addon.synchronize(model.device);
-  const seconds = (performance.now() - started) / 1000;
-  disposeAll([...timesteps, { ...condition }]);
-  return seconds;
+  try {
+    await addon.synchronize(model.device);
+    const started = performance.now();
+    for (const [i, t] of timesteps.entries()) {
+      throwIfAborted(signal, `bench aborted after ${i} of ${calls} bare UNet calls`);
+      (await model.denoise(z0, t, condition)).dispose();
+    }
+    await addon.synchronize(model.device);
+    return (performance.now() - started) / 1000;
+  } finally {
+    disposeAll([...timesteps, { ...condition }]);
+  }
 }
 
 function findPython(preferred?: string): string | undefined {
@@ -98,9 +105,11 @@ async function pythonLoop(python: string, bundle: string, model: Model, steps: n
   const { matmulTf32, convolutionTf32, cudnnBenchmark } = addon.cudaSettings();
   const switches = cuda ? ['--matmul-tf32', matmulTf32, '--convolution-tf32', convolutionTf32, '--cudnn-benchmark', cudnnBenchmark]
     .map((value) => (typeof value === 'boolean' ? String(Number(value)) : value)) : [];
+  // In a process group of its own: a Ctrl-C on the terminal stops bench at its next step, which ends the loop by
+  // closing its input; the Ctrl-C must not kill the loop mid-timing, which would fail the bench instead.
   const child: ChildProcessWithoutNullStreams = spawn(python, [script, bundle, '--device', cuda ? model.device : 'cpu',
     '--dtype', model.dtype, '--steps', String(steps), '--guidance', String(guidance), '--serve', ...switches,
-    ...(model.unet.cudaGraphs ? ['--cuda-graphs'] : [])]);
+    ...(model.unet.cudaGraphs ? ['--cuda-graphs'] : [])], { detached: true });
   let stderr = '';
   child.stderr.on('data', (chunk) => (stderr += chunk));
   const lines = readline.createInterface({ input: child.stdout })[Symbol.asyncIterator]();
@@ -127,7 +136,7 @@ export interface BenchResult {
 }
 
 export async function bench(options: BenchOptions, onRow?: (row: BenchRow) => void): Promise<BenchResult> {
-  const { steps = 50, repeats = 5, batches = [1, 4, 16], guidance = 1, shouldStop = () => false } = options;
+  const { steps = 50, repeats = 5, batches = [1, 4, 16], guidance = 1, shouldStop = () => false, signal } = options;
   if (!Number.isInteger(repeats) || repeats < 1) optionError('repeats', `must be an integer >= 1, not ${repeats}`);
   if (!(guidance >= 0 && Number.isFinite(guidance))) optionError('guidance', `must be a finite number >= 0, not ${guidance}`);
   const python = options.python === null ? undefined : findPython(options.python);
@@ -155,18 +164,18 @@ export async function bench(options: BenchOptions, onRow?: (row: BenchRow) => vo
         return undefined;
       }) : undefined;
       // Warm-up: the TorchScript profiling runs and the allocator's first blocks, for every timed thing.
-      for (const entry of timed) await timeInversion(model, single, entry.method, entry.steps, guidance);
-      await timeBareForwards(model, single, steps, guidance);
+      for (const entry of timed) await timeInversion(model, single, entry.method, entry.steps, guidance, signal);
+      await timeBareForwards(model, single, steps, guidance, signal);
       for (let round = 0; round < repeats && !shouldStop(); round++) {
         const order = timed.map((_, i) => timed[(i + round) % timed.length]);
         for (const entry of order) {
           if (shouldStop()) break;
-          const timing = await timeInversion(model, single, entry.method, entry.steps, guidance);
+          const timing = await timeInversion(model, single, entry.method, entry.steps, guidance, signal);
           entry.seconds.push(timing.seconds);
           entry.unetCalls = timing.unetCalls;
           if (timing.peakMemoryBytes !== null) entry.peak = Math.max(entry.peak ?? 0, timing.peakMemoryBytes);
         }
-        bare.push(await timeBareForwards(model, single, steps, guidance));
+        bare.push(await timeBareForwards(model, single, steps, guidance, signal));
         if (reference) pythonSeconds.push(await reference.time());
       }
       for (const entry of timed.filter((e) => e.seconds.length > 0)) {
@@ -177,7 +186,7 @@ export async function bench(options: BenchOptions, onRow?: (row: BenchRow) => vo
           const z0 = await latents(batch);
           const runs: number[] = [];
           try {
-            for (let i = 0; i < Math.max(3, Math.floor(repeats / 2)); i++) runs.push((await timeInversion(model, z0, entry.method, entry.steps, guidance)).seconds);
+            for (let i = 0; i < Math.max(3, Math.floor(repeats / 2)); i++) runs.push((await timeInversion(model, z0, entry.method, entry.steps, guidance, signal)).seconds);
           } finally {
             z0.dispose();
           }

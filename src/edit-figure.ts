@@ -28,7 +28,7 @@ export interface FigureRow {
 
 export interface FigureOptions {
   inversions: MethodName[];
-  /** The edit's options; its sourcePrompt, steps, stepsOffset and sizeCondition are the inversions' too. */
+  /** The edit's options; its sourcePrompt, steps, stepsOffset, sizeCondition and signal are the inversions' too. */
   edit: EditOptions;
   /** Options for the inversion methods; each takes its own. */
   methodOptions?: Record<string, unknown>;
@@ -51,8 +51,8 @@ async function picture(model: Model, latent: Tensor): Promise<Tensor> {
 export async function editFigure(model: Model, photo: string, file: string, options: FigureOptions): Promise<{ rows: FigureRow[]; page: string }> {
   const { inversions, methodOptions = {}, onProgress } = options;
   const settings = editSettings(model, options.edit);
-  const { stepsOffset, sizeCondition } = options.edit;
-  const sampling = { steps: settings.steps, prompt: settings.sourcePrompt, stepsOffset, sizeCondition };
+  const { stepsOffset, sizeCondition, signal } = options.edit;
+  const sampling = { steps: settings.steps, prompt: settings.sourcePrompt, stepsOffset, sizeCondition, signal };
   const { reference, z0 } = await encodePhoto(model, photo);
   const white = addon.Tensor.fromArray(new Float32Array(reference.shape.reduce((a, b) => a * b)).fill(1), reference.shape);
   const above = [{ image: reference, label: 'input' }];
@@ -61,29 +61,24 @@ export async function editFigure(model: Model, photo: string, file: string, opti
   try {
     await warmUp(model);
     for (const inversion of inversions) {
-      const inverted = await invert(model, z0, {
+      using inverted = await invert(model, z0, {
         ...optionsFor(inversion, methodOptions), ...sampling, method: inversion, keepLatents: true, onProgress: onProgress?.(`invert ${inversion}`),
       } as InvertOptions);
-      try {
-        const started = performance.now();
-        // reconstruct() resolves with the device synchronised: the clock reads the work done
-        const back = await reconstruct(model, inverted.latent, { ...sampling, offsets: inverted.offsets, onProgress: onProgress?.(`reconstruct ${inversion}`) });
-        const reconstructSeconds = (performance.now() - started) / 1000;
-        const image = await picture(model, back);
-        back.dispose();
-        const edited = await edit(model, inverted, { ...options.edit, onProgress: onProgress?.(`edit ${inversion}`) });
-        const [p] = await psnr(image, reference);
-        const [s] = await ssim(image, reference);
-        above.push({ image, label: `${inversion} ${fixed(p, 2)} dB` });
-        below.push({ image: await picture(model, edited.edits[0]), label: `${inversion} ${settings.method}` });
-        edited.dispose();
-        rows.push({
-          inversion, invertSeconds: inverted.seconds, invertUnetCalls: inverted.unetCalls, reconstructSeconds, psnr: p, ssim: s,
-          editSeconds: edited.seconds, editUnetCalls: edited.unetCalls,
-        });
-      } finally {
-        inverted.dispose();
-      }
+      const started = performance.now();
+      // reconstruct() resolves with the device synchronised: the clock reads the work done
+      using back = await reconstruct(model, inverted.latent, { ...sampling, offsets: inverted.offsets, onProgress: onProgress?.(`reconstruct ${inversion}`) });
+      const reconstructSeconds = (performance.now() - started) / 1000;
+      const tile = { image: await picture(model, back), label: inversion as string };
+      above.push(tile);
+      const [p] = await psnr(tile.image, reference);
+      const [s] = await ssim(tile.image, reference);
+      tile.label = `${inversion} ${fixed(p, 2)} dB`;
+      using edited = await edit(model, inverted, { ...options.edit, onProgress: onProgress?.(`edit ${inversion}`) });
+      below.push({ image: await picture(model, edited.edits[0]), label: `${inversion} ${settings.method}` });
+      rows.push({
+        inversion, invertSeconds: inverted.seconds, invertUnetCalls: inverted.unetCalls, reconstructSeconds, psnr: p, ssim: s,
+        editSeconds: edited.seconds, editUnetCalls: edited.unetCalls,
+      });
     }
     await writeGrid([...above, ...below], file, above.length);
   } finally {

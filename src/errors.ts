@@ -29,3 +29,8 @@ export function abortError(message: string, reason?: unknown): DOMException {
   if (reason !== undefined) Object.defineProperty(error, 'cause', { value: reason, configurable: true, writable: true });
   return error;
 }
+
+/** Throws the AbortError `message` when `signal` was aborted (the commands' and compare's check between steps). */
+export function throwIfAborted(signal: AbortSignal | undefined, message: string): void {
+  if (signal?.aborted) throw abortError(message, signal.reason);
+}

@@ -37,6 +37,8 @@ export interface RoundTripOptions {
   /** An LPIPS network: without one, lpips is null. */
   lpipsNetwork?: Module;
   onProgress?: (phase: 'invert' | 'reconstruct') => ProgressCallback | undefined;
+  /** Stops the inversion or the reconstruction between steps (AbortError). */
+  signal?: AbortSignal;
 }
 
 export interface RoundTrip {
@@ -60,13 +62,13 @@ export async function roundTrip(model: Model, z0: Tensor, reference: Tensor, met
   };
   addon.resetPeakMemory(model.device);
   const inverted = await invert(model, z0, {
-    ...optionsFor(method, options.methodOptions ?? {}), ...sampling, timesteps: options.timesteps, method, onProgress: options.onProgress?.('invert'),
+    ...optionsFor(method, options.methodOptions ?? {}), ...sampling, signal: options.signal, timesteps: options.timesteps, method, onProgress: options.onProgress?.('invert'),
   } as InvertOptions);
   const peakMemoryBytes = addon.peakMemory(model.device);
   try {
     const started = performance.now();
     // reconstruct() resolves with the device synchronised: the clock reads the work done
-    const latent = await reconstruct(model, inverted.latent, { ...sampling, offsets: inverted.offsets, onProgress: options.onProgress?.('reconstruct') });
+    const latent = await reconstruct(model, inverted.latent, { ...sampling, signal: options.signal, offsets: inverted.offsets, onProgress: options.onProgress?.('reconstruct') });
     const reconstructSeconds = (performance.now() - started) / 1000;
     const decoded = await model.decode(latent);
     latent.dispose();

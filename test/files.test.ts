@@ -44,4 +44,5 @@ test('a write that cannot finish names the file and the cause, and leaves what w
   const lines = path.join(small, 'results.jsonl');
   appendLineFlushed(lines, '{"image":"a.png"}');
   expect(() => appendLineFlushed(lines, JSON.stringify({ padding: 'x'.repeat(128 * 1024) }))).toThrow(/the disk is full/);
+  expect(fs.readFileSync(lines, 'utf8')).toBe('{"image":"a.png"}\n'); // the part that fitted was cut off again
 });

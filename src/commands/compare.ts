@@ -12,7 +12,7 @@ function shard(flags: Flags): { index: number; count: number } | undefined {
 }
 
 /** `easyinv compare`: every method on every image of a folder; results.jsonl, summaries, grids, report. */
-export async function compareCommand(flags: Flags): Promise<void> {
+export async function compareCommand(flags: Flags, signal?: AbortSignal): Promise<void> {
   const out = required(flags, 'out');
   const summary = await compare({
     models: models(flags),
@@ -34,6 +34,7 @@ export async function compareCommand(flags: Flags): Promise<void> {
     resume: flags.resume,
     lpipsNetwork: flags.lpips,
     onItem: etaLine(flags),
+    signal,
   });
   report(flags, summary, `${summaryMarkdown(summary)}\nwrote ${out}/results.jsonl, summary.md, summary.json, grids/, report.html`);
 }

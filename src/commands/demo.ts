@@ -1,7 +1,7 @@
-import * as fs from 'fs';
 import * as path from 'path';
 
 import { encodePhoto, roundTrip, stepsFor, warmUp } from '../evaluation';
+import { makeFolder } from '../files';
 import { digits, fixed } from '../format';
 import { writeGrid } from '../image';
 import { methodNames } from '../inversion';
@@ -15,7 +15,7 @@ export const demoDefaults = {
 };
 
 /** `easyinv demo`: every method on the bundled model and photo; a table and a side-by-side picture. */
-export async function demoCommand(flags: Flags): Promise<void> {
+export async function demoCommand(flags: Flags, signal?: AbortSignal): Promise<void> {
   const imageFile = flags.image ?? demoDefaults.image;
   const outDir = flags.out ?? 'easyinv-demo';
   const steps = number(flags, 'steps') ?? 50;
@@ -26,13 +26,13 @@ export async function demoCommand(flags: Flags): Promise<void> {
   const rows = [];
   for (const method of methodNames) {
     const trip = await roundTrip(model, z0, reference, method, {
-      steps: stepsFor(method, steps), onProgress: (phase) => progressBar(flags, `${phase} ${method}`),
+      steps: stepsFor(method, steps), signal, onProgress: (phase) => progressBar(flags, `${phase} ${method}`),
     });
     const { image, lpips, reconstructSeconds, peakMemoryBytes, ...row } = trip;
     rows.push(row);
     tiles.push({ image, label: `${method} ${fixed(row.psnr, 2)} dB` });
   }
-  fs.mkdirSync(outDir, { recursive: true });
+  makeFolder(outDir);
   const picture = path.join(outDir, 'demo.png');
   await writeGrid(tiles, picture);
   tiles.forEach((tile) => tile.image.dispose());

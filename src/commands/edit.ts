@@ -11,7 +11,7 @@ import { checkOutFolder, inversionFlags, list, number, openModel, progressBar, r
  * `easyinv edit`: a photo inverted and edited toward a prompt (MasaCtrl by default); with --inversions, the edit
  * after each inversion method beside its reconstruction (EasyInv's Fig. 6), as a PNG grid and a page.
  */
-export async function editCommand(flags: Flags): Promise<void> {
+export async function editCommand(flags: Flags, signal?: AbortSignal): Promise<void> {
   const out = required(flags, 'out');
   const image = required(flags, 'image');
   const prompt = flags.prompt;
@@ -30,8 +30,9 @@ export async function editCommand(flags: Flags): Promise<void> {
   const options: EditOptions = {
     prompt, sourcePrompt: flags['source-prompt'], method: flags.method as EditMethod | undefined, startStep: number(flags, 'start-step'),
     startLayer: number(flags, 'start-layer'), steps: number(flags, 'steps'), guidance: number(flags, 'guidance'), negativePrompt, stepsOffset, sizeCondition,
+    signal,
   };
-  const model = await openModel(flags, required(flags, 'model'));
+  await using model = await openModel(flags, required(flags, 'model'));
   const settings = editSettings(model, options); // before the inversion's minutes
   if (inversions) {
     const { rows, page } = await editFigure(model, image, out, {
@@ -45,13 +46,14 @@ export async function editCommand(flags: Flags): Promise<void> {
     report(flags, { out, page, image, ...settings, rows }, `${table.join('\n')}\n\nwrote ${out} and ${page}`);
     return;
   }
-  const z0 = await model.encodeImage(image, { fit: flags.fit as 'fill' | 'cover' | undefined });
-  const inverted = await invert(model, z0, {
+  using z0 = await model.encodeImage(image, { fit: flags.fit as 'fill' | 'cover' | undefined });
+  using inverted = await invert(model, z0, {
     ...methodOptions, method: inversion, steps: settings.steps, prompt: settings.sourcePrompt, stepsOffset, sizeCondition, keepLatents: true,
-    onProgress: progressBar(flags, `invert ${inversion}`),
+    signal, onProgress: progressBar(flags, `invert ${inversion}`),
   } as InvertOptions);
-  const edited = await edit(model, inverted, { ...options, onProgress: progressBar(flags, `edit ${settings.method}`) });
-  await writeImage(await model.decode(edited.edits[0]), out);
+  using edited = await edit(model, inverted, { ...options, onProgress: progressBar(flags, `edit ${settings.method}`) });
+  using picture = await model.decode(edited.edits[0]);
+  await writeImage(picture, out);
   const json = { out, image, inversion, ...settings, invertSeconds: inverted.seconds, editSeconds: edited.seconds, unetCalls: inverted.unetCalls + edited.unetCalls };
   report(flags, json, `wrote ${out}: ${settings.method} edit toward ${JSON.stringify(prompt)} after ${inversion} inversion, ${settings.steps} steps; ` +
     `inversion ${fixed(inverted.seconds, 2)} s, edit ${fixed(edited.seconds, 2)} s`);

@@ -6,15 +6,15 @@ import type { Tensor } from '../native';
 import { checkOutFolder, inversionFlags, openModel, progressBar, report, required, type Flags } from './common';
 
 /** `easyinv invert`: an image to its noise z_T, saved with its settings (and method direct's offsets). */
-export async function invertCommand(flags: Flags): Promise<void> {
+export async function invertCommand(flags: Flags, signal?: AbortSignal): Promise<void> {
   const out = required(flags, 'out');
   checkOutFolder(out);
-  const model = await openModel(flags, required(flags, 'model'));
+  await using model = await openModel(flags, required(flags, 'model'));
   const image = required(flags, 'image');
-  const z0 = await model.encodeImage(image, { fit: flags.fit as 'fill' | 'cover' | undefined });
+  using z0 = await model.encodeImage(image, { fit: flags.fit as 'fill' | 'cover' | undefined });
   const { methodOptions, ...sampling } = inversionFlags(flags);
-  const options = { ...sampling, ...methodOptions, onProgress: progressBar(flags, `invert ${sampling.method ?? 'easyinv'}`) } as InvertOptions;
-  const result = await invert(model, z0, options);
+  const options = { ...sampling, ...methodOptions, signal, onProgress: progressBar(flags, `invert ${sampling.method ?? 'easyinv'}`) } as InvertOptions;
+  using result = await invert(model, z0, options);
   const tensors: Record<string, Tensor> = { latent: result.latent };
   result.offsets?.forEach((offset, i) => (tensors[`offset.${i}`] = offset));
   const metadata = {

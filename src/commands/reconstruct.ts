@@ -4,10 +4,10 @@ import { loadLatents } from '../latent-file';
 import { checkOutFolder, inversionFlags, openModel, progressBar, report, required, UsageError, type Flags } from './common';
 
 /** `easyinv reconstruct`: DDIM sampling from saved noise back to an image, with the settings saved beside it. */
-export async function reconstructCommand(flags: Flags): Promise<void> {
+export async function reconstructCommand(flags: Flags, signal?: AbortSignal): Promise<void> {
   const out = required(flags, 'out');
   checkOutFolder(out);
-  const model = await openModel(flags, required(flags, 'model'));
+  await using model = await openModel(flags, required(flags, 'model'));
   const { tensors, metadata } = loadLatents(required(flags, 'latent'), model.device);
   if (!tensors.latent) throw new UsageError(`--latent ${flags.latent} holds no tensor named latent`);
   const offsets = Object.keys(tensors).filter((name) => name.startsWith('offset.'))
@@ -24,6 +24,7 @@ export async function reconstructCommand(flags: Flags): Promise<void> {
     timesteps: given.timesteps,
     offsets: offsets.length > 0 ? offsets : undefined,
     onProgress: progressBar(flags, 'reconstruct'),
+    signal,
   });
   await writeImage(await model.decode(latent), out);
   report(flags, { out, steps }, `wrote ${out}`);

@@ -3,9 +3,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { failure, optionError } from '../errors';
+import { failure, optionError, throwIfAborted } from '../errors';
 import { encodePhoto, roundTrip, stepsFor, warmUp } from '../evaluation';
-import { appendLineFlushed, writeFileWhole } from '../files';
+import { appendLineFlushed, copyFileWhole, createFile, makeFolder, removeTemporaries, truncateFile, writeFileWhole } from '../files';
 import { readImage, writeGrid, writeImage } from '../image';
 import { notebookSettings, type MethodName, type SamplingOptions } from '../inversion';
 import { readManifest, type ModelDtype } from '../manifest';
@@ -46,6 +46,8 @@ export interface CompareOptions {
   /** An LPIPS TorchScript network (tools/export_lpips.py); without one the LPIPS column says n/a. */
   lpipsNetwork?: string;
   onItem?: (done: number, total: number, item: string) => void;
+  /** Stops the run before the next item or step with an AbortError, the lock released; --resume continues it. */
+  signal?: AbortSignal;
 }
 
 interface RunInfo {
@@ -74,7 +76,7 @@ function readLines<T>(file: string): T[] {
   if (!fs.existsSync(file)) return [];
   const text = fs.readFileSync(file, 'utf8');
   const complete = text.slice(0, text.lastIndexOf('\n') + 1);
-  if (complete.length !== text.length) fs.truncateSync(file, Buffer.byteLength(complete));
+  if (complete.length !== text.length) truncateFile(file, Buffer.byteLength(complete));
   const kept: string[] = [];
   const values: T[] = [];
   complete.split('\n').forEach((line, i) => {
@@ -106,12 +108,7 @@ function lockRun(out: string): () => void {
   const { lock } = files(out);
   const mine = JSON.stringify({ pid: process.pid, started: new Date().toISOString() });
   for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      fs.writeFileSync(lock, mine, { flag: 'wx' });
-      return () => fs.rmSync(lock, { force: true });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    }
+    if (createFile(lock, mine)) return () => fs.rmSync(lock, { force: true });
     let holder: { pid?: number; started?: string } = {};
     try {
       holder = JSON.parse(fs.readFileSync(lock, 'utf8'));
@@ -204,10 +201,12 @@ export async function compare(userOptions: CompareOptions): Promise<Summary> {
     sizeCondition: options.sizeCondition ?? null, methodOptions: options.methodOptions ?? {},
     lpipsNetwork: options.lpipsNetwork ? path.basename(options.lpipsNetwork) : null,
   };
-  fs.mkdirSync(paths.reconstructions, { recursive: true });
-  fs.mkdirSync(paths.grids, { recursive: true });
+  makeFolder(paths.reconstructions);
+  makeFolder(paths.grids);
   const unlock = lockRun(out);
   try {
+    // under the lock no other run writes here: a temporary file was left by a killed run
+    [out, paths.reconstructions, paths.grids].forEach(removeTemporaries);
     checkSettings(out, settings);
     await runItems(options, images, steps, settings);
   } finally {
@@ -231,8 +230,8 @@ async function runItems(options: CompareOptions, images: string[], steps: number
   let info: RunInfo | undefined;
 
   for (const dtype of dtypes) {
-    const model = await loadModel(bundleFor(options.models, dtype), { device: options.device, dtype });
-    const net = options.lpipsNetwork ? await loadLpips(options.lpipsNetwork, { device: model.device }) : undefined;
+    await using model = await loadModel(bundleFor(options.models, dtype), { device: options.device, dtype });
+    await using net = options.lpipsNetwork ? await loadLpips(options.lpipsNetwork, { device: model.device }) : undefined;
     await warmUp(model);
     info ??= {
       model: { name: model.manifest.name, family: model.family, device: model.device },
@@ -256,25 +255,24 @@ async function runItems(options: CompareOptions, images: string[], steps: number
         finished += todo.length;
         continue;
       }
-      const { reference, z0 } = photo;
+      using reference = photo.reference;
+      using z0 = photo.z0;
       for (const method of todo) {
-        const { image: reconstruction, ...measured } = await roundTrip(model, z0, reference, method, {
+        throwIfAborted(options.signal, `compare aborted after ${finished} of ${total} items`);
+        const trip = await roundTrip(model, z0, reference, method, {
           steps: stepsFor(method, steps), prompt: options.prompt, guidance: options.guidance, stepsOffset: options.stepsOffset,
           timesteps: options.timesteps, sizeCondition: options.sizeCondition, methodOptions: options.methodOptions, lpipsNetwork: net,
+          signal: options.signal,
         });
+        using reconstruction = trip.image;
         await writeImage(reconstruction, path.join(paths.reconstructions, `${stem(image)}-${dtype}-${method}.png`));
-        reconstruction.dispose();
-        const { lpips, ssim, psnr, invertSeconds, reconstructSeconds, unetCalls, peakMemoryBytes } = measured;
-        appendLine(paths.results, { image, dtype, method, steps: measured.steps, lpips, ssim, psnr, invertSeconds, reconstructSeconds, unetCalls, peakMemoryBytes });
+        const { lpips, ssim, psnr, invertSeconds, reconstructSeconds, unetCalls, peakMemoryBytes } = trip;
+        appendLine(paths.results, { image, dtype, method, steps: trip.steps, lpips, ssim, psnr, invertSeconds, reconstructSeconds, unetCalls, peakMemoryBytes });
         done.add(`${image}|${method}|${dtype}`);
         options.onItem?.(++finished, total, `${image} ${method} ${dtype}`);
       }
       await writeImageGrid(out, image, dtype, reference, methods);
-      z0.dispose();
-      reference.dispose();
     }
-    net?.dispose();
-    model.dispose();
   }
 }
 
@@ -312,8 +310,8 @@ export function writeSummary(out: string): Summary {
 export function mergeRuns(out: string, runs: string[]): Summary {
   if (runs.length === 0) throw failure('merge needs the output folders of the runs to join');
   const paths = files(out);
-  fs.mkdirSync(paths.grids, { recursive: true });
-  fs.mkdirSync(paths.reconstructions, { recursive: true });
+  makeFolder(paths.grids);
+  makeFolder(paths.reconstructions);
   const seen = new Set(readLines<ResultLine>(paths.results).map((l) => `${l.image}|${l.method}|${l.dtype}`));
   const skipped = new Set(readLines<{ file: string }>(paths.skipped).map((s) => s.file));
   let info: RunInfo | undefined;
@@ -336,7 +334,7 @@ export function mergeRuns(out: string, runs: string[]): Summary {
     }
     for (const folder of ['grids', 'reconstructions'] as const) {
       if (!fs.existsSync(source[folder])) continue;
-      for (const file of fs.readdirSync(source[folder])) fs.copyFileSync(path.join(source[folder], file), path.join(paths[folder], file));
+      for (const file of fs.readdirSync(source[folder])) copyFileWhole(path.join(source[folder], file), path.join(paths[folder], file));
     }
   }
   writeFileWhole(paths.run, JSON.stringify(info, null, 2));
