@@ -1,6 +1,7 @@
 import * as path from 'path';
 
-import { edit, invert, liveTensors, loadModel, methodNames, Model, reconstruct, Tensor, type EditOptions, type InvertOptions } from '../src';
+import { edit, invert, liveTensors, loadModel, methodNames, Model, readManifest, reconstruct, Tensor, type EditOptions, type InvertOptions } from '../src';
+import { manifestProblems } from '../src/manifest';
 import { relativeError, settledLiveTensors } from './helpers';
 
 const bundle = (name: string) => path.join(__dirname, '..', 'weights', name);
@@ -148,6 +149,13 @@ test("MasaCtrl's default startLayer is checked against the bundle's layers, and 
   await expect(edit(analytic, zT, { prompt: '' })).rejects.toThrow(
     /has no mutual attention .*re-export it with tools\/export_sd.py --mutual-attention/);
   [tiny, analytic, zT].forEach((t) => t.dispose());
+});
+
+test('a manifest\'s mutual_attention_layers must be a positive integer', () => {
+  const manifest = readManifest(bundle('tiny-sd1-256'));
+  expect(manifestProblems(manifest)).toEqual([]);
+  expect(manifestProblems({ ...manifest, mutual_attention_layers: 0 })).toEqual([
+    '"mutual_attention_layers" is 0; expected a positive integer (the UNet\'s self-attention layers)']);
 });
 
 describe('invert keepLatents', () => {
