@@ -23,10 +23,12 @@ describe('edits against MasaCtrl itself', () => {
   // Every case at N = 10; at N = 50 (five times the work) one control per start (bench/masactrl.js runs them all).
   const inCI = (key: string) => key.includes('/N10/') || /^sd1\/.*\/N50\/masactrl-4-10(\/pinned)?$/.test(key);
 
-  // The floor (MasaCtrl's own target, 1 vs 2 threads) is 6e-7 to 2e-5 per case; ten times it, at most 1e-4.
-  const tolerance = (key: string) => Math.min(1e-4, 10 * settings.floors[key]);
+  // The floor (MasaCtrl's own target, 1 vs 2 threads) is 6e-7 to 2e-5 per case, and easyinv lands within 1.3 times
+  // it. An off-by-one in startStep or startLayer moves the target by 4e-6 (SDXL, N 10, layer 43 for 44) to 4e-3
+  // (docs/masactrl.md): three times the floor tells them apart.
+  const tolerance = (key: string) => Math.min(1e-4, 3 * settings.floors[key]);
 
-  test('every case equals MasaCtrl on the source and the edited row, to ten times the float32 floor', async () => {
+  test('every case equals MasaCtrl on the source and the edited row, to three times the float32 floor', async () => {
     if (!newEnough) return; // the bundle-errors tests check how an older LibTorch refuses these bundles
     const rows: { key: string; source: number; target: number }[] = await compareWithMasaCtrl({ keep: inCI });
     expect(rows.map((row) => row.key)).toEqual(Object.keys(settings.floors).filter(inCI));
