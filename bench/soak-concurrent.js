@@ -6,8 +6,8 @@
 // "has been disposed" error. Exits 1 on any other outcome, on RSS growth past the bound after the warm-up, or when
 // the live tensors are not back to their starting count once everything settled.
 //
-//   node --expose-gc bench/soak-concurrent.js [--seconds 600] [--warm-up 240] [--rss-bound 10] [--steps 2,3]
-//     [--methods ddim,easyinv,...] [--concurrency 4]
+//   node --expose-gc bench/soak-concurrent.js [--seconds 600 (or SOAK_SECONDS)] [--warm-up 240] [--rss-bound 10]
+//     [--steps 2,3] [--methods ddim,easyinv,...] [--concurrency 4]
 'use strict';
 const path = require('path');
 const { parseArgs } = require('util');
@@ -87,7 +87,7 @@ async function main() {
   const concurrency = Number(flags.concurrency);
   if (!global.gc) throw new Error('run with node --expose-gc, so that RSS and live tensors are read after a collection');
 
-  // References, each call alone on a freshly loaded model. The inputs they start from stay loaded all along.
+  // References: every call, one after another, before any concurrency. The inputs they start from stay loaded all along.
   const slots = await Promise.all(modelNames.map(async (name) => ({ name, dir: path.join(weights, name), model: await loadModel(path.join(weights, name)) })));
   const referencesStarted = Date.now();
   const references = new Map();
