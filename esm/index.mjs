@@ -3,7 +3,7 @@
 import library from '../dist/index.js';
 
 export const {
-  Module, loadModule, Model, loadModel, readManifest, invert, reconstruct, methodNames,
+  Module, loadModule, Model, loadModel, readManifest, invert, reconstruct, methodNames, edit, editSettings,
   loadLpips, lpips, psnr, ssim, imageBytes, readImage, writeImage, writeGrid,
   quantize, loadLatents, saveLatents, alphaBars, makeSchedule, samplingTimesteps, ddimWeights, Tensor,
   capabilities, nvrtcCheck, setThreads, synchronize, emptyCache, cudaSettings, retainFreedMemory, liveTensors,

@@ -10,6 +10,7 @@ import { benchCommand } from './commands/bench';
 import { flagSpec, messageOf, UsageError, type Flags } from './commands/common';
 import { compareCommand, mergeCommand } from './commands/compare';
 import { demoCommand } from './commands/demo';
+import { editCommand } from './commands/edit';
 import { invertCommand } from './commands/invert';
 import { reconstructCommand } from './commands/reconstruct';
 import { methodNames } from './inversion';
@@ -39,6 +40,14 @@ const commands: Record<string, { usage: string; run: (flags: Flags, signal: Abor
     usage: `easyinv reconstruct --model DIR --latent NOISE.safetensors --out IMAGE.png|.jpg|.webp
     DDIM sampling from saved noise back to an image, with the settings saved beside it`,
     run: (flags, signal) => reconstructCommand(flags, signal),
+  },
+  edit: {
+    usage: `easyinv edit --model DIR --image FILE --prompt TEXT --out EDIT.png [--source-prompt TEXT] [--inversion easyinv]
+             [--method masactrl|prompt] [--start-step N] [--start-layer N] [--inversions ddim,easyinv,...]
+    the photo inverted, then edited toward the prompt with MasaCtrl's mutual self-attention (from step N, layer N;
+    defaults per family) at --guidance (default 7.5); --inversions: each method's reconstruction and edit side by
+    side in EDIT.png, with their times in EDIT.html`,
+    run: (flags, signal) => editCommand(flags, signal),
   },
   compare: {
     usage: `easyinv compare --model DIR[,DIR] --images DIR --out DIR [--methods ddim,easyinv,renoise,fixed-point]

@@ -127,25 +127,28 @@ export async function writeImage(images: Tensor, file: string, format?: ImageFor
   writeFileWhole(file, await imageBytes(images, chosen));
 }
 
-/** Side-by-side picture of several images with a caption under each, as a PNG file. */
-export async function writeGrid(tiles: { image: Tensor; label: string }[], file: string): Promise<void> {
+/** Several images side by side, `columns` to a row (default all in one), with a caption under each, as a PNG file. */
+export async function writeGrid(tiles: { image: Tensor; label: string }[], file: string, columns = tiles.length): Promise<void> {
   const pieces = await Promise.all(tiles.map(({ image }) => rgbBytes(image)));
   const { width, height } = pieces[0];
   const caption = 24, gap = 4;
+  const left = (i: number) => (i % columns) * (width + gap);
+  const top = (i: number) => Math.floor(i / columns) * (height + caption + gap);
   const composites = await Promise.all(pieces.flatMap(({ data }, i) => [
     sharp(data, { raw: { width, height, channels: 3 } }).png().toBuffer()
-      .then((input) => ({ input, left: i * (width + gap), top: 0 })),
+      .then((input) => ({ input, left: left(i), top: top(i) })),
     Promise.resolve({
       input: Buffer.from(
         `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${caption}">` +
           `<text x="${width / 2}" y="17" font-family="sans-serif" font-size="14" text-anchor="middle">${escapeXml(tiles[i].label)}</text></svg>`,
       ),
-      left: i * (width + gap),
-      top: height,
+      left: left(i),
+      top: top(i) + height,
     }),
   ]));
+  const rows = Math.ceil(tiles.length / columns);
   await sharp({
-    create: { width: tiles.length * (width + gap) - gap, height: height + caption, channels: 3, background: '#ffffff' },
+    create: { width: Math.min(columns, tiles.length) * (width + gap) - gap, height: rows * (height + caption + gap) - gap, channels: 3, background: '#ffffff' },
   }).composite(composites).png().toBuffer().then((png) => writeFileWhole(file, png));
 }
 

@@ -8,6 +8,8 @@ export { readManifest } from './manifest';
 export type { Family, Manifest } from './manifest';
 export { invert, reconstruct, methodNames, notebookSettings } from './inversion';
 export type { InversionResult, InvertOptions, MethodName, Progress, ProgressCallback, ReconstructOptions } from './inversion';
+export { edit, editSettings } from './edit';
+export type { EditMethod, EditOptions, EditResult, EditSettings, EditSource } from './edit';
 export { loadLpips, lpips, psnr, ssim } from './metrics';
 export { imageBytes, readImage, writeImage, writeGrid, quantize } from './image';
 export type { Fit, ImageFormat, ImageSource, ReadOptions } from './image';

@@ -29,6 +29,8 @@ export interface Manifest {
   files: { unet: string; [module: string]: string };
   /** The SHA-256 of each file of the bundle, by file name, as written at export (hex). */
   sha256?: Record<string, string>;
+  /** The UNet's self-attention layers, when it takes attention_sources [R, L] as its last input (mutual attention). */
+  mutual_attention_layers?: number;
   [unknown: string]: unknown;
 }
 
@@ -84,6 +86,9 @@ export function manifestProblems(manifest: unknown): string[] {
     }
   } else {
     problems.push(`"files" is ${JSON.stringify(m.files) ?? 'missing'}; expected an object of file names`);
+  }
+  if (m.mutual_attention_layers !== undefined && !isPositiveInteger(m.mutual_attention_layers)) {
+    problems.push(`"mutual_attention_layers" is ${JSON.stringify(m.mutual_attention_layers)}; expected a positive integer (the UNet's self-attention layers)`);
   }
   if (m.sha256 !== undefined) {
     const digests = m.sha256 !== null && typeof m.sha256 === 'object' && !Array.isArray(m.sha256) ? Object.entries(m.sha256) : [];

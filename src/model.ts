@@ -25,13 +25,15 @@ export interface ModelOptions {
 
 /**
  * The UNet's conditioning for a batch: the text states [B, 77, D] (SDXL: also the pooled text embeddings [B, P] and
- * time_ids [B, 6]), with [uncond; cond] stacked on the batch axis when guidance != 1.
+ * time_ids [B, 6]), with [uncond; cond] stacked on the batch axis when guidance != 1. A UNet with mutual attention
+ * also takes attentionSources, int64 [R, L] for its R rows and L self-attention layers (see Model.attentionSources).
  */
 export interface Condition {
   guidance: number;
   states: Tensor;
   textEmbeds?: Tensor;
   timeIds?: Tensor;
+  attentionSources?: Tensor;
 }
 
 /** One prompt's text encoding: states [1, 77, D]; SDXL also the pooled embedding [1, P]. */
@@ -205,37 +207,71 @@ export class Model {
     return { states, pooled: addon.Tensor.fromArray(new Float32Array(size), [1, size], placement) };
   }
 
+  /** The self-attention layers of a UNet with mutual attention (it takes attention_sources); undefined for others. */
+  get mutualAttentionLayers(): number | undefined {
+    return this.manifest.mutual_attention_layers;
+  }
+
+  /** The self-attention layers of a UNet with mutual attention; an error for a bundle without it. */
+  requireMutualAttention(): number {
+    const layers = this.mutualAttentionLayers;
+    if (layers === undefined) {
+      throw bundleError(this.dir, 'has no mutual attention (no "mutual_attention_layers" in its manifest): re-export it with ' +
+        'tools/export_sd.py --mutual-attention (its default)');
+    }
+    return layers;
+  }
+
   /**
-   * The conditioning for `batch` latents. The negative prompt is the unconditional half; SDXL, as diffusers, uses
-   * zeros for an empty negative prompt. SDXL is conditioned on the original and target size `sizeCondition`
-   * (default: the bundle's resolution).
+   * The conditioning for `batch` latents, with one prompt for all, or one per latent. The negative prompt is the
+   * unconditional half; SDXL, as diffusers, uses zeros for an empty negative prompt. SDXL is conditioned on the
+   * original and target size `sizeCondition` (default: the bundle's resolution). A UNet with mutual attention gets
+   * the identity sources: the plain UNet.
    */
-  async condition(prompt: string, negativePrompt: string, batch: number, guidance: number, sizeCondition?: number): Promise<Condition> {
+  async condition(prompt: string | string[], negativePrompt: string, batch: number, guidance: number, sizeCondition?: number): Promise<Condition> {
     if (sizeCondition !== undefined && this.family !== 'sdxl') optionError('sizeCondition', `is for SDXL bundles only; this one is ${this.family}`);
-    const cond = await this.encodePrompt(prompt);
+    const prompts = Array.isArray(prompt) ? prompt : Array<string>(batch).fill(prompt);
+    if (prompts.length !== batch) optionError('prompt', `has ${prompts.length} prompts for a batch of ${batch}: give one, or one per latent`);
+    const encodings = new Map<string, PromptEncoding>();
     let uncond: PromptEncoding | undefined;
     try {
+      for (const text of prompts) if (!encodings.has(text)) encodings.set(text, await this.encodePrompt(text));
+      const first = encodings.get(prompts[0])!;
       uncond = guidance === 1 ? undefined
-        : this.family === 'sdxl' && negativePrompt === '' ? this.zeroPrompt(cond.pooled) : await this.encodePrompt(negativePrompt);
+        : this.family === 'sdxl' && negativePrompt === '' ? this.zeroPrompt(first.pooled) : await this.encodePrompt(negativePrompt);
     } catch (error) {
-      disposeAll([cond.states, cond.pooled]); // the text encoder disposed between the two prompts, say
+      // the text encoder disposed between two prompts, say
+      disposeAll([...encodings.values()].flatMap((encoding) => [encoding.states, encoding.pooled]));
       throw error;
     }
     const rows = (part: 'states' | 'pooled') => [
       ...Array<Tensor | undefined>(uncond ? batch : 0).fill(uncond?.[part]),
-      ...Array<Tensor | undefined>(batch).fill(cond[part]),
+      ...prompts.map((text) => encodings.get(text)![part]),
     ] as Tensor[];
     const states = await addon.Tensor.cat(rows('states'));
+    const count = rows('states').length;
     const condition: Condition = { guidance, states };
     if (this.family === 'sdxl') {
       condition.textEmbeds = await addon.Tensor.cat(rows('pooled'));
       const size = sizeCondition ?? this.resolution;
-      const count = rows('states').length;
       const ids = Array.from({ length: count }, () => [size, size, 0, 0, size, size]).flat(); // original, crop, target
       condition.timeIds = addon.Tensor.fromArray(ids, [count, 6], { device: this.device, dtype: this.dtype });
     }
-    disposeAll([cond.states, cond.pooled, uncond?.states, uncond?.pooled]);
+    // Built once per condition, not per step: every UNet call of a run passes it.
+    if (this.mutualAttentionLayers !== undefined) condition.attentionSources = this.attentionSources(count, (row) => row);
+    disposeAll([...encodings.values(), uncond].flatMap((encoding) => [encoding?.states, encoding?.pooled]));
     return condition;
+  }
+
+  /**
+   * The attention_sources input of a UNet with mutual attention, for `rows` UNet rows ([uncond; cond] with
+   * guidance): row r's self-attention in layer l takes its keys and values from row source(r, l).
+   */
+  attentionSources(rows: number, source: (row: number, layer: number) => number): Tensor {
+    const layers = this.requireMutualAttention();
+    const data = new BigInt64Array(rows * layers);
+    for (let r = 0; r < rows; r++) for (let l = 0; l < layers; l++) data[r * layers + l] = BigInt(source(r, l));
+    return addon.Tensor.fromArray(data, [rows, layers], { device: this.device });
   }
 
   /**
@@ -265,7 +301,8 @@ export class Model {
     const guided = condition.guidance !== 1;
     this.checkBatch(latents.shape[0] * (guided ? 2 : 1), guided ? ' (guidance doubles the batch)' : '');
     const added = condition.textEmbeds && condition.timeIds ? [condition.textEmbeds, condition.timeIds] : [];
-    return this.unet.denoise(latents, timesteps, [condition.states, ...added], condition.guidance, weights);
+    const sources = condition.attentionSources ? [condition.attentionSources] : [];
+    return this.unet.denoise(latents, timesteps, [condition.states, ...added, ...sources], condition.guidance, weights);
   }
 
   dispose(): void {

@@ -74,6 +74,45 @@ describe('easyinv CLI', () => {
     for (const method of methodNames) expect(table.stdout).toMatch(new RegExp(`^\\| ${method} \\| `, 'm'));
   });
 
+  const tiny = path.join(weights, 'tiny-sd1-256');
+  const editing = ['--model', tiny, '--image', photo, '--source-prompt', 'a cat', '--prompt', 'a clock', '--steps', '2',
+    '--start-step', '0', '--start-layer', '3', '--json'];
+
+  test('edit inverts a photo and edits it toward the prompt', async () => {
+    const single = path.join(scratch, 'edit.png');
+    const edited = await run('edit', ...editing, '--inversion', 'ddim', '--out', single);
+    expect(edited).toMatchObject({ code: 0, stderr: '' });
+    expect(JSON.parse(edited.stdout)).toMatchObject({ out: single, inversion: 'ddim', method: 'masactrl', steps: 2, startStep: 0, startLayer: 3,
+      guidance: 7.5, targets: ['a clock'], unetCalls: 4 });
+    expect(await sharp(single).metadata()).toMatchObject({ format: 'png', width: 256, height: 256 });
+    const mistakes: [string[], RegExp][] = [
+      [['--image', photo, '--prompt', 'a clock', '--out', single], /--model is required/],
+      [['--model', tiny, '--image', photo, '--out', single], /--prompt is required/],
+      [[...editing, '--inversions', 'ddim', '--out', path.join(scratch, 'figure.jpg')], /--out names the figure's PNG grid/],
+      [[...editing, '--inversion', 'magic', '--out', single], /--inversion must be one of ddim, easyinv/],
+      [[...editing, '--start-layer', '5', '--out', single], /--start-layer must be an integer from 0 to 4 \(this UNet has 5 self-attention layers\), not 5/],
+    ];
+    for (const [args, message] of mistakes) expect(await run('edit', ...args)).toMatchObject({ code: 2, stderr: expect.stringMatching(message) });
+    const plain = await run('edit', ...editing, '--model', path.join(weights, 'test-sd1'), '--out', single);
+    expect(plain).toMatchObject({ code: 1, stderr: expect.stringMatching(/no mutual attention .* tools\/export_sd.py --mutual-attention/) });
+  });
+
+  test('edit --inversions writes the figure: each inversion\'s reconstruction and edit, a PNG grid and a page', async () => {
+    const grid = path.join(scratch, 'figure.png');
+    const figure = await run('edit', ...editing, '--inversions', 'ddim,direct', '--out', grid);
+    expect(figure.code).toBe(0);
+    const { rows, page } = JSON.parse(figure.stdout);
+    expect(page).toBe(path.join(scratch, 'figure.html'));
+    expect(rows.map((row: { inversion: string }) => row.inversion)).toEqual(['ddim', 'direct']);
+    expect(rows.map((row: { invertUnetCalls: number }) => row.invertUnetCalls)).toEqual([2, 4]);
+    for (const row of rows) expect(row.psnr).toBeGreaterThan(15);
+    // the photo and two reconstructions above, a blank and two edits below, each 256 px with a 24 px caption
+    expect(await sharp(grid).metadata()).toMatchObject({ width: 3 * 260 - 4, height: 2 * 284 - 4 });
+    const html = fs.readFileSync(page, 'utf8');
+    expect(html).toMatch(/<tr><td>direct<\/td>/);
+    expect(html).toContain(`data:image/png;base64,${fs.readFileSync(grid).toString('base64')}`);
+  });
+
   test('usage errors exit 2 with a message, failures exit 1', async () => {
     expect(await run('frobnicate')).toMatchObject({ code: 2, stderr: expect.stringMatching(/unknown command "frobnicate"/) });
     expect(await run('invert', '--model', 'x', '--image', photo)).toMatchObject({ code: 2, stderr: expect.stringMatching(/--out is required/) });

@@ -130,6 +130,18 @@ const hasScript = spawnSync('script', ['--version']).status === 0;
     expect(fs.readdirSync(path.join(scratch, 'demo'))).toEqual([]);
   }, 120_000);
 
+  test('edit: Ctrl-C mid-edit writes nothing and exits 130', async () => {
+    const out = path.join(scratch, 'edit.png');
+    const args = ['edit', '--model', path.join(weights, 'tiny-sd1-256'), '--image', photo, '--prompt', 'a clock', '--start-layer', '3',
+      '--steps', '20', '--out', out];
+    const run = onTerminal(args);
+    await run.waitFor(/edit masactrl +[#.]+ [1-9]\/20 /);
+    run.ctrlC();
+    const again = args.map((arg) => (arg.includes(' ') ? quote(arg) : arg)).join(' ');
+    expect(await run.ended()).toEqual({ code: 130, last: `easyinv: stopped by SIGINT; nothing was written; run it again: easyinv ${again}` });
+    expect(fs.existsSync(out)).toBe(false);
+  }, 120_000);
+
   test('bench: Ctrl-C stops it between its timed runs', async () => {
     // bench prints its rows at the end only: the Ctrl-C comes a while after its start
     const args = ['bench', '--model', path.join(weights, 'test-sdxl'), '--steps', '20', '--repeats', '50', '--batches', '1'];

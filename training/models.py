@@ -2,7 +2,9 @@
 
 - VaeEncoder: image [B,3,H,W] in [-1,1] -> unscaled latent [B,4,H/8,W/8] (deterministic: the "mean");
 - VaeDecoder: unscaled latent [B,4,h,w] -> image in [-1,1] (not clamped; the library clamps);
-- UNet: (sample [B,4,h,w], timestep int64 [B], encoder_hidden_states [B,77,D]) -> eps [B,4,h,w];
+- UNet: (sample [B,4,h,w], timestep int64 [B], encoder_hidden_states [B,77,D][, attention_sources int64 [B,5]])
+  -> eps [B,4,h,w]; attention_sources: mutual self-attention (MasaCtrl), row r's self-attention in layer l taking its
+  keys and values from row attention_sources[r, l] (absent, or the identity: the plain UNet);
 - TextEncoder: ids int64 [B,77] -> last hidden state [B,77,D], CLIP-like (causal pre-LN layers, final LayerNorm,
   an int64 position_ids buffer).
 
@@ -10,7 +12,7 @@ Only PyTorch 1.13 APIs (attention written by hand), so that TorchScript files wr
 on every supported LibTorch.
 """
 import math
-from typing import List
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 
 TEXT_VOCAB = 1024  # token ids are hashed into a small table (the encoder is small and frozen)
 CONTEXT = 64       # text width = the UNet's cross-attention context (cond_shape [77, 64])
+ATTENTION_LAYERS = 5  # the UNet's self-attention layers (its attention_sources' second dimension)
 
 
 # ---------------------------------------------------------------- VAE (a plain, normalisation-free autoencoder)
@@ -134,11 +137,13 @@ class Transformer(nn.Module):
         with torch.no_grad():
             self.proj_out.weight.zero_(), self.proj_out.bias.zero_()
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, sources: Optional[torch.Tensor], layer: int) -> torch.Tensor:
         b, c, h, w = x.shape
         tokens = self.proj_in(self.norm_in(x).flatten(2).transpose(1, 2))
         normed = self.norm1(tokens)
-        tokens = tokens + self.self_attention(normed, normed)
+        # the same values as normed for the identity sources, so the plain UNet's output is unchanged to the bit
+        keys = normed if sources is None else normed.index_select(0, sources[:, layer])
+        tokens = tokens + self.self_attention(normed, keys)
         tokens = tokens + self.cross_attention(self.norm2(tokens), context)
         value, gate = self.ff_in(self.norm3(tokens)).chunk(2, dim=-1)
         tokens = tokens + self.ff_out(value * F.gelu(gate))
@@ -147,7 +152,8 @@ class Transformer(nn.Module):
 
 class UNet(nn.Module):
     """32x32x4 latents. Down: 48 @32 -> 80 @16 (+attention) -> 96 @8 (+attention); middle: res, attention, res;
-    up: mirror with skip concatenations (SD's UNet2DConditionModel, one layer per level)."""
+    up: mirror with skip concatenations (SD's UNet2DConditionModel, one layer per level). Its 5 self-attention layers,
+    in call order: down1, down2, mid, up2, up1 (ATTENTION_LAYERS)."""
 
     def __init__(self, context: int = CONTEXT, widths: List[int] = [48, 80, 96], time_dim: int = 64):
         super().__init__()
@@ -171,16 +177,17 @@ class UNet(nn.Module):
         with torch.no_grad():
             self.conv_out.weight.zero_(), self.conv_out.bias.zero_()
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                attention_sources: Optional[torch.Tensor] = None) -> torch.Tensor:
         emb = self.time(timestep_embedding(timestep, self.time_dim).to(sample.dtype))
         context = encoder_hidden_states
         h0 = self.down0(self.conv_in(sample), emb)
-        h1 = self.down1_attn(self.down1(self.downsample0(h0), emb), context)
-        h2 = self.down2_attn(self.down2(self.downsample1(h1), emb), context)
-        h = self.mid2(self.mid_attn(self.mid1(h2, emb), context), emb)
-        h = self.up2_attn(self.up2(torch.cat([h, h2], dim=1), emb), context)
+        h1 = self.down1_attn(self.down1(self.downsample0(h0), emb), context, attention_sources, 0)
+        h2 = self.down2_attn(self.down2(self.downsample1(h1), emb), context, attention_sources, 1)
+        h = self.mid2(self.mid_attn(self.mid1(h2, emb), context, attention_sources, 2), emb)
+        h = self.up2_attn(self.up2(torch.cat([h, h2], dim=1), emb), context, attention_sources, 3)
         h = self.upsample2(F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        h = self.up1_attn(self.up1(torch.cat([h, h1], dim=1), emb), context)
+        h = self.up1_attn(self.up1(torch.cat([h, h1], dim=1), emb), context, attention_sources, 4)
         h = self.upsample1(F.interpolate(h, scale_factor=2.0, mode="nearest"))
         h = self.up0(torch.cat([h, h0], dim=1), emb)
         return self.conv_out(F.silu(self.norm_out(h)))

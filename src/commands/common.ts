@@ -14,6 +14,11 @@ export const flagSpec = {
   latent: { type: 'string' },
   out: { type: 'string' },
   method: { type: 'string' },
+  inversion: { type: 'string' },
+  inversions: { type: 'string' },
+  'source-prompt': { type: 'string' },
+  'start-step': { type: 'string' },
+  'start-layer': { type: 'string' },
   steps: { type: 'string' },
   prompt: { type: 'string' },
   'negative-prompt': { type: 'string' },
@@ -67,7 +72,8 @@ export function messageOf(error: Error, flags: Flags): string {
   return message.startsWith('easyinv') ? message : `easyinv: ${message}`;
 }
 
-type NumberFlag = 'steps' | 'guidance' | 'eta' | 'refinements' | 'iterations' | 'seed' | 'limit' | 'repeats' | 'steps-offset' | 'size-condition';
+type NumberFlag = 'steps' | 'guidance' | 'eta' | 'refinements' | 'iterations' | 'seed' | 'limit' | 'repeats' | 'steps-offset' | 'size-condition'
+  | 'start-step' | 'start-layer';
 
 export function number(flags: Flags, name: NumberFlag): number | undefined {
   const text = flags[name];
@@ -104,7 +110,7 @@ export function inversionFlags(flags: Flags): Pick<SamplingOptions, 'steps' | 'p
   };
 }
 
-export function list<T extends string>(flags: Flags, name: 'methods' | 'dtype' | 'model', allowed: readonly string[] | null, fallback: T[]): T[] {
+export function list<T extends string>(flags: Flags, name: 'methods' | 'inversions' | 'dtype' | 'model', allowed: readonly string[] | null, fallback: T[]): T[] {
   const text = flags[name];
   if (text === undefined) return fallback;
   const items = text.split(',').map((item) => item.trim()).filter((item) => item !== '');

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { digits, fixed, meanStd, mebibytes } from '../format';
 import type { Grid, MethodRow, PaperRow, Summary } from './types';
 
-const escapeHtml = (text: string): string =>
+export const escapeHtml = (text: string): string =>
   text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 
 const HEADERS = ['Method', 'dtype', 'Steps', 'LPIPS ↓', 'SSIM ↑', 'PSNR (dB) ↑', 'Inversion (s) ↓', 'Images',
@@ -174,18 +174,7 @@ export function renderReport(summary: Summary, grids: Grid[], outDir: string): s
     : '';
   const skippedList = skipped.length === 0 ? '<p>None.</p>' : `<ul class="skipped">${skipped
     .map((s) => `<li><code>${escapeHtml(s.file)}</code>: ${escapeHtml(s.reason)}</li>`).join('\n')}</ul>`;
-  return `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${escapeHtml(title)}</title>
-<style>${CSS}</style>
-</head>
-<body>
-<h1>${escapeHtml(title)}</h1>
-<p class="meta">Family ${escapeHtml(model.family)} · device ${escapeHtml(model.device)} · ${images} image${images === 1 ? '' : 's'}` +
+  return htmlPage(title, `<p class="meta">Family ${escapeHtml(model.family)} · device ${escapeHtml(model.device)} · ${images} image${images === 1 ? '' : 's'}` +
     ` · values are mean ± std over images</p>
 ${lpipsNote}
 ${paperNote}
@@ -199,7 +188,23 @@ ${chart(table1, paper?.table1 ?? [])}
 ${skippedList}
 <h2>Pictures</h2>
 <p class="meta">Each picture: the original, then each method's reconstruction.</p>
-${grids.length === 0 ? '<p>No pictures.</p>' : grids.map((g) => figure(g, outDir)).join('\n')}
+${grids.length === 0 ? '<p>No pictures.</p>' : grids.map((g) => figure(g, outDir)).join('\n')}`);
+}
+
+/** A self-contained page in the report's look: `body` (HTML) under the title, no script, no request. */
+export function htmlPage(title: string, body: string): string {
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${escapeHtml(title)}</title>
+<style>${CSS}</style>
+</head>
+<body>
+<h1>${escapeHtml(title)}</h1>
+${body}
 </body>
 </html>
 `;

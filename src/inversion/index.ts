@@ -1,7 +1,7 @@
 // invert() and reconstruct(): the registry of methods and the run around one: sampling options, schedule,
 // condition, the final finite check, and freeing everything but the result, also on error or abort.
 import { failure, optionError, rangeError, typeError } from '../errors';
-import { Model } from '../model';
+import { Model, type Condition } from '../model';
 import { addon, disposeAll, isTensor, type Tensor } from '../native';
 import { makeSchedule, type TimestepList, type Transition } from '../schedule';
 import { ddim } from './ddim';
@@ -10,7 +10,7 @@ import { easyinv, type EasyInvOptions } from './easyinv';
 import { fixedPoint, type FixedPointOptions } from './fixed-point';
 import type { Method, MethodResult } from './method';
 import { renoise, type ReNoiseUserOptions } from './renoise';
-import { Run, type ProgressCallback } from './run';
+import { phaseNames, Run, type Progress, type ProgressCallback } from './run';
 import { sample } from './sampling';
 
 export type { Progress, ProgressCallback } from './run';
@@ -46,9 +46,13 @@ export type InvertOptions = SamplingOptions & (
   | ({ method: 'fixed-point' } & Partial<FixedPointOptions>)
   | ({ method: 'renoise' } & ReNoiseUserOptions)
   | { method: 'direct' }
-);
+) & {
+  /** Also return every step's latent (`latents`), as an edit's source branch follows them. */
+  keepLatents?: boolean;
+};
 
-const samplingKeys = ['method', 'steps', 'prompt', 'negativePrompt', 'guidance', 'stepsOffset', 'timesteps', 'sizeCondition', 'onProgress', 'signal'];
+const samplingKeys = ['method', 'steps', 'prompt', 'negativePrompt', 'guidance', 'stepsOffset', 'timesteps', 'sizeCondition', 'onProgress',
+  'signal', 'keepLatents'];
 
 /** The options among `options` that `method` takes (for callers that hold one set of options for several methods). */
 export function optionsFor(method: MethodName, options: Record<string, unknown>): Record<string, unknown> {
@@ -66,7 +70,9 @@ export interface InversionResult {
   seconds: number;
   /** method 'direct': the offsets reconstruct() adds (pass the whole result, or `offsets`). */
   offsets?: Tensor[];
-  /** Frees the latent and any offsets. */
+  /** With keepLatents: the latent after each inversion step, noisier and noisier; the last is `latent` itself. */
+  latents?: Tensor[];
+  /** Frees the latent, any offsets and any latents. */
   dispose(): void;
   [Symbol.dispose](): void;
 }
@@ -79,7 +85,7 @@ export interface ReconstructOptions extends SamplingOptions {
 type CheckedSampling = Required<Pick<SamplingOptions, 'steps' | 'prompt' | 'negativePrompt' | 'guidance' | 'timesteps'>> &
   Pick<SamplingOptions, 'stepsOffset' | 'sizeCondition'>;
 
-function checkSampling(options: SamplingOptions): CheckedSampling {
+export function checkSampling(options: SamplingOptions): CheckedSampling {
   const { steps = 50, prompt = '', negativePrompt = '', guidance = 1, stepsOffset, timesteps = 'ddim', sizeCondition } = options;
   if (!Number.isInteger(steps) || steps < 1) optionError('steps', `must be an integer >= 1, not ${steps}`);
   if (typeof guidance !== 'number' || !(guidance >= 0)) optionError('guidance', `must be a number >= 0, not ${guidance}`);
@@ -123,15 +129,19 @@ function checkCall(model: Model, options: object | null): void {
   if (options === null || typeof options !== 'object') typeError(`options must be an object, not ${options === null ? 'null' : typeof options}`);
 }
 
-/** Runs `body` over the model's schedule and condition; frees everything but the result, also on error or abort. */
-async function runOn<T>(
+/**
+ * Runs `body` over the model's schedule and condition (`prompts`, one per latent, instead of options.prompt when
+ * given); frees everything but the result, also on error or abort.
+ */
+export async function runOn<T>(
   model: Model,
   latent: Tensor,
   options: SamplingOptions,
   method: string,
-  phase: 'invert' | 'reconstruct',
-  body: (run: Run, start: Tensor, transitions: { inversion: Transition[]; sampling: Transition[] }) => Promise<T>,
+  phase: Progress['phase'],
+  body: (run: Run, start: Tensor, transitions: { inversion: Transition[]; sampling: Transition[] }, condition: Condition) => Promise<T>,
   keep: (result: T) => Tensor[],
+  prompts?: string[],
 ): Promise<{ result: T; unetCalls: number; seconds: number; steps: number }> {
   const { steps, prompt, negativePrompt, guidance, stepsOffset, timesteps, sizeCondition } = checkSampling(options);
   if (!isTensor(latent)) typeError('the latent must be a Tensor');
@@ -139,20 +149,20 @@ async function runOn<T>(
   if (latent.shape.length !== 4 || latent.shape[0] < 1 || expected.some((size, i) => latent.shape[i + 1] !== size)) {
     rangeError(`the latent must have shape [B, ${expected.join(', ')}] for this model, not [${latent.shape.join(', ')}]`);
   }
-  if (phase === 'reconstruct' && timesteps === 'pndm') {
-    optionError('timesteps', "'pndm' is for invert only: reconstruct samples with DDIM (PNDM's own sampler is not implemented)");
+  if (phase !== 'invert' && timesteps === 'pndm') {
+    optionError('timesteps', `'pndm' is for invert only: ${phase} samples with DDIM (PNDM's own sampler is not implemented)`);
   }
   const schedule = makeSchedule({ ...model.scheduler, steps_offset: stepsOffset ?? model.scheduler.steps_offset }, steps, timesteps);
-  const condition = await model.condition(prompt, negativePrompt, latent.shape[0], guidance, sizeCondition);
+  const condition = await model.condition(prompts ?? prompt, negativePrompt, latent.shape[0], guidance, sizeCondition);
   const transitions = schedule[phase === 'invert' ? 'inversion' : 'sampling'].length;
   const run = new Run(model, condition, method, phase, steps, transitions, options.onProgress, options.signal);
   try {
     run.throwIfAborted(0);
     const start = run.own(await latent.to({ device: model.device, dtype: model.dtype }));
-    const result = await body(run, start, schedule);
+    const result = await body(run, start, schedule, condition);
     await addon.synchronize(model.device);
     const seconds = run.seconds();
-    await checkFinite(keep(result), `${phase === 'invert' ? 'inversion' : 'reconstruction'} (${method}, ${steps} steps)`);
+    await checkFinite(keep(result), `${phaseNames[phase]} (${method}, ${steps} steps)`);
     run.finish(keep(result));
     return { result, unetCalls: run.unetCalls, seconds, steps };
   } catch (error) {
@@ -169,15 +179,20 @@ export async function invert(model: Model, z0: Tensor, options: InvertOptions = 
   const name = options.method ?? 'easyinv';
   if (!Object.hasOwn(methods, name)) optionError('method', `${JSON.stringify(name)} is unknown: use one of ${methodNames.join(', ')}`);
   const settings = methodSettings(model, name, options as Record<string, unknown>);
+  const { keepLatents = false } = options;
+  if (typeof keepLatents !== 'boolean') optionError('keepLatents', `must be true or false, not ${JSON.stringify(keepLatents)}`, TypeError);
   const method = methods[name] as Method<object>;
-  const { result, unetCalls, seconds, steps } = await runOn<MethodResult>(
+  const { result, unetCalls, seconds, steps } = await runOn<MethodResult & { latents?: Tensor[] }>(
     model, z0, options, name, 'invert',
-    (run, start, schedule) => method.invert(run, start, schedule.inversion, settings),
-    (result) => [result.latent, ...(result.offsets ?? [])],
+    async (run, start, schedule) => {
+      const latents = keepLatents ? run.keepLatents() : undefined;
+      return { ...(await method.invert(run, start, schedule.inversion, settings)), latents };
+    },
+    (result) => [result.latent, ...(result.offsets ?? []), ...(result.latents ?? [])],
   );
-  const { latent, offsets } = result;
-  const dispose = () => disposeAll([latent, offsets]);
-  return { latent, offsets, method: name, steps, unetCalls, seconds, dispose, [Symbol.dispose]: dispose };
+  const { latent, offsets, latents } = result;
+  const dispose = () => disposeAll([latent, offsets, latents]);
+  return { latent, offsets, latents, method: name, steps, unetCalls, seconds, dispose, [Symbol.dispose]: dispose };
 }
 
 /** DDIM sampling from z_T back to a clean latent with the same steps, prompt and guidance (and stored offsets). */

@@ -7,7 +7,7 @@ import { ddimWeights, type Transition } from '../schedule';
 
 export interface Progress {
   method: string;
-  phase: 'invert' | 'reconstruct';
+  phase: 'invert' | 'reconstruct' | 'edit';
   /** Steps done so far (1..steps). */
   step: number;
   /** The steps of this phase: N, or N + 1 over PNDM's timesteps. */
@@ -22,11 +22,15 @@ export interface Progress {
 /** Called after every step; the run waits for a returned promise before it goes on. */
 export type ProgressCallback = (progress: Progress) => void | Promise<void>;
 
+/** What a run of each phase is called in messages. */
+export const phaseNames = { invert: 'inversion', reconstruct: 'reconstruction', edit: 'edit' } as const;
+
 export class Run {
   unetCalls = 0;
   private readonly started = performance.now();
   private readonly owned = new Set<Tensor>();
   private readonly timestepTensors = new Map<string, Tensor>();
+  private kept?: Tensor[];
 
   constructor(
     private readonly model: Model,
@@ -51,14 +55,17 @@ export class Run {
     return this.combine([z, eps], ddimWeights(transition.from, transition.to));
   }
 
-  /** a z + b eps(z, t) for weights [a, b], the UNet call and the combination in one native job (one step). */
-  async step(z: Tensor, timestep: number, weights: [number, number]): Promise<Tensor> {
-    return this.denoise(z, timestep, weights);
+  /**
+   * a z + b eps(z, t) for weights [a, b], the UNet call and the combination in one native job (one step); an edit
+   * gives the step's own condition (its attention sources).
+   */
+  async step(z: Tensor, timestep: number, weights: [number, number], condition = this.condition): Promise<Tensor> {
+    return this.denoise(z, timestep, weights, condition);
   }
 
-  private async denoise(z: Tensor, timestep: number, weights?: [number, number]): Promise<Tensor> {
+  private async denoise(z: Tensor, timestep: number, weights?: [number, number], condition = this.condition): Promise<Tensor> {
     this.unetCalls++;
-    return this.own(await this.model.denoise(z, this.timesteps(timestep, z.shape[0]), this.condition, weights));
+    return this.own(await this.model.denoise(z, this.timesteps(timestep, z.shape[0]), condition, weights));
   }
 
   // Each timestep goes to the device once per run, not once per UNet call.
@@ -98,15 +105,22 @@ export class Run {
     return tensor;
   }
 
-  /** Frees intermediates now, to keep memory flat over long runs. */
+  /** Frees intermediates now, to keep memory flat over long runs; the latents kept as steps' results stay. */
   free(...tensors: Tensor[]): void {
     for (const tensor of tensors) {
-      if (this.owned.delete(tensor)) tensor.dispose();
+      if (!this.kept?.includes(tensor) && this.owned.delete(tensor)) tensor.dispose();
     }
+  }
+
+  /** From now on every step's latent is kept (not freed by the method); the list fills as the steps finish. */
+  keepLatents(): Tensor[] {
+    this.kept = [];
+    return this.kept;
   }
 
   /** Reports a finished step and stops the run here if it was aborted. */
   async stepDone(transition: Transition, latent: Tensor): Promise<void> {
+    this.kept?.push(latent);
     await this.onProgress?.({
       method: this.method,
       phase: this.phase,
@@ -122,7 +136,7 @@ export class Run {
 
   throwIfAborted(done: number): void {
     if (this.signal?.aborted) {
-      throw abortError(`${this.method} ${this.phase === 'invert' ? 'inversion' : 'reconstruction'} aborted after ` +
+      throw abortError(`${this.method} ${phaseNames[this.phase]} aborted after ` +
         `${done} of ${this.transitions} steps`, this.signal.reason);
     }
   }
@@ -134,6 +148,7 @@ export class Run {
   /** Frees everything the run made except `keep`. */
   finish(keep: Tensor[]): void {
     for (const tensor of keep) this.owned.delete(tensor);
+    this.kept = undefined;
     this.free(...this.owned);
   }
 }

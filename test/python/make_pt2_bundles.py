@@ -73,6 +73,7 @@ def compile_bundle(bundle: str, out: str) -> None:
         manifest["files"][role] = f"{role}.pt2"
         print(f"make_pt2_bundles: {bundle}/{role}.pt2 in {time.time() - begin:.0f} s, max |compiled - eager| "
               f"{check[role]:.1e}", file=sys.stderr)
+    manifest.pop("mutual_attention_layers", None)  # compiled from example inputs without attention_sources
     manifest.update(name=f"{manifest['name']}-pt2", dtypes=["float32"], check=check,
                     export={"torch": torch.__version__, "format": "pt2", "batch": [1, MAX_BATCH]})
     manifest["sha256"] = export_sd.file_digests(folder, manifest["files"])
