@@ -24,13 +24,18 @@ async function relativeDifference(a, b) {
   return Math.sqrt(difference / norm);
 }
 
-/** One row per family, method, guidance, prompt and number of steps, in the reference's order. */
-async function compareWithDiffusers(families = Object.keys(settings.families)) {
+/**
+ * One row per family, method, guidance, prompt and number of steps, in the reference's order; `bundle(family)` is the
+ * bundle that inverts (default weights/diffusers-<family>).
+ */
+async function compareWithDiffusers(families = Object.keys(settings.families), bundle = (family) => path.join(weights, `diffusers-${family}`)) {
   const { tensors } = loadLatents(referenceFile);
   const rows = [];
+  const models = [];
   try {
     for (const family of families) {
-      const model = await loadModel(path.join(weights, `diffusers-${family}`));
+      const model = await loadModel(bundle(family));
+      models.push(model);
       for (const method of settings.methods) {
         for (const guidance of settings.guidances) {
           for (const [promptKey, prompt] of Object.entries(settings.prompts)) {
@@ -53,6 +58,7 @@ async function compareWithDiffusers(families = Object.keys(settings.families)) {
     }
   } finally {
     Object.values(tensors).forEach((tensor) => tensor.dispose());
+    models.forEach((model) => model.dispose());
   }
   return rows;
 }

@@ -145,12 +145,17 @@ export class Model {
     } else {
       source = input;
     }
-    this.checkBatch(source.shape[0]);
-    const typed = await source.to({ device: this.device, dtype: this.dtype });
-    const mean = (await encoder.forward(typed)) as Tensor;
-    const latent = await mean.affine(this.manifest.latent.scaling_factor, 0);
-    disposeAll([source === input ? undefined : source, typed, mean]);
-    return latent;
+    // Freed also when a step fails (the encoder disposed meanwhile, say), not left to the garbage collector.
+    const temporary = source === input ? [] : [source];
+    const keep = (tensor: Tensor) => (temporary.push(tensor), tensor);
+    try {
+      this.checkBatch(source.shape[0]);
+      const typed = keep(await source.to({ device: this.device, dtype: this.dtype }));
+      const mean = keep((await encoder.forward(typed)) as Tensor);
+      return await mean.affine(this.manifest.latent.scaling_factor, 0);
+    } finally {
+      disposeAll(temporary);
+    }
   }
 
   /** Images [B, 3, H, W] in [0, 1] (float32) of latents scaled as encodeImage makes them. */
@@ -158,14 +163,18 @@ export class Model {
     const decoder = this.parts.vaeDecoder;
     if (!decoder) throw bundleError(this.dir, 'has no VAE decoder, so it cannot make images');
     this.checkBatch(latents.shape[0]);
-    const unscaled = await latents.affine(1 / this.manifest.latent.scaling_factor, 0);
-    const typed = await unscaled.to({ device: this.device, dtype: this.dtype });
-    const decoded = (await decoder.forward(typed)) as Tensor;
-    const shifted = await decoded.affine(0.5, 0.5);
-    const clamped = await shifted.clamp(0, 1);
-    const images = await clamped.to({ dtype: 'float32' });
-    disposeAll([unscaled, typed, decoded, shifted, clamped]);
-    return images;
+    const temporary: Tensor[] = []; // freed also when a step fails, as in encodeImage
+    const keep = (tensor: Tensor) => (temporary.push(tensor), tensor);
+    try {
+      const unscaled = keep(await latents.affine(1 / this.manifest.latent.scaling_factor, 0));
+      const typed = keep(await unscaled.to({ device: this.device, dtype: this.dtype }));
+      const decoded = keep((await decoder.forward(typed)) as Tensor);
+      const shifted = keep(await decoded.affine(0.5, 0.5));
+      const clamped = keep(await shifted.clamp(0, 1));
+      return await clamped.to({ dtype: 'float32' });
+    } finally {
+      disposeAll(temporary);
+    }
   }
 
   /** The text encoders' output for one prompt (SD-1: last hidden state; SDXL: both penultimate states and pooled). */
@@ -224,10 +233,17 @@ export class Model {
     const prompts = Array.isArray(prompt) ? prompt : Array<string>(batch).fill(prompt);
     if (prompts.length !== batch) optionError('prompt', `has ${prompts.length} prompts for a batch of ${batch}: give one, or one per latent`);
     const encodings = new Map<string, PromptEncoding>();
-    for (const text of prompts) if (!encodings.has(text)) encodings.set(text, await this.encodePrompt(text));
-    const first = encodings.get(prompts[0])!;
-    const uncond = guidance === 1 ? undefined
-      : this.family === 'sdxl' && negativePrompt === '' ? this.zeroPrompt(first.pooled) : await this.encodePrompt(negativePrompt);
+    let uncond: PromptEncoding | undefined;
+    try {
+      for (const text of prompts) if (!encodings.has(text)) encodings.set(text, await this.encodePrompt(text));
+      const first = encodings.get(prompts[0])!;
+      uncond = guidance === 1 ? undefined
+        : this.family === 'sdxl' && negativePrompt === '' ? this.zeroPrompt(first.pooled) : await this.encodePrompt(negativePrompt);
+    } catch (error) {
+      // the text encoder disposed between two prompts, say
+      disposeAll([...encodings.values()].flatMap((encoding) => [encoding.states, encoding.pooled]));
+      throw error;
+    }
     const rows = (part: 'states' | 'pooled') => [
       ...Array<Tensor | undefined>(uncond ? batch : 0).fill(uncond?.[part]),
       ...prompts.map((text) => encodings.get(text)![part]),

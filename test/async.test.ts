@@ -1,8 +1,8 @@
 import * as path from 'path';
 import { Worker } from 'worker_threads';
 
-import { loadModule, Module, synchronize, Tensor } from '../src';
-import { maxAbsDifference, weights } from './helpers';
+import { invert, liveTensors, loadModel, loadModule, Module, synchronize, Tensor } from '../src';
+import { maxAbsDifference, settledLiveTensors, weights } from './helpers';
 
 async function timedForward(chain: Module, rows: number) {
   const x = await Tensor.randn([rows, 256], { seed: 5 });
@@ -72,6 +72,28 @@ describe('work runs off the JS thread', () => {
     const reading = eps.toArray();
     eps.dispose();
     expect(maxAbsDifference(await reading, expected)).toBe(0);
+  });
+
+  test('a model disposed while encodeImage, decode or invert runs rejects them with a clear error and leaves no tensor behind', async () => {
+    const bundle = path.join(__dirname, '..', 'weights', 'test-sd1');
+    const photo = path.join(__dirname, '..', 'weights', 'photos', 'coffee.png');
+    const z0 = await Tensor.randn([1, 4, 32, 32], { seed: 0 });
+    const before = await settledLiveTensors();
+    // The dispose lands before the first forward of encodeImage and decode (tensors of their own already made), and
+    // between invert's two prompt encodings (guidance): each must free what it made before it rejects.
+    const calls: [string, (model: Awaited<ReturnType<typeof loadModel>>) => Promise<unknown>][] = [
+      ['vae_encoder', (model) => model.encodeImage(photo)],
+      ['vae_decoder', (model) => model.decode(z0)],
+      ['text_encoder', (model) => invert(model, z0, { method: 'ddim', steps: 2, prompt: 'a cup', guidance: 2 })],
+    ];
+    for (const [module, call] of calls) {
+      const model = await loadModel(bundle);
+      const running = call(model);
+      model.dispose();
+      await expect(running).rejects.toThrow(new RegExp(`^easyinv: module '.*${module}\\.pt' has been disposed$`));
+      expect(liveTensors()).toBe(before); // counted before any collection: freed by the library, not the collector
+    }
+    z0.dispose();
   });
 
   test('synchronize resolves after the work queued before it', async () => {

@@ -5,8 +5,11 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { capabilities, invert, loadModel, loadModule, reconstruct, Tensor, type Model } from '../src';
+import { capabilities, invert, loadLatents, loadModel, loadModule, readManifest, reconstruct, Tensor, type Model } from '../src';
 import { relativeError } from './helpers';
+
+const { compareWithDiffusers } = require('../bench/diffusers.js');
+const { compareWithMasaCtrl } = require('../bench/masactrl.js');
 
 const compiled = process.env.EASYINV_PT2_BUNDLES;
 const weights = path.join(__dirname, '..', 'weights');
@@ -95,4 +98,50 @@ test('a .pt2 file is refused with what to do by a build without AOTInductor, and
     await expect(loadModel(copy)).rejects.toThrow(/has a file unet\.pt2 \(\d+ bytes\) whose SHA-256 is not the one its manifest records: it is truncated/);
     await expect(loadModel(copy, { verifyFiles: false })).rejects.toThrow(/unet\.pt2/); // LibTorch's error, no crash
   }, 60_000);
+});
+
+// weights/diffusers-sd1-pt2: the diffusers bundle with its UNet compiled by tools/export_sd.py --format pt2 (PyTorch
+// 2.13; test/python/make_diffusers_bundles.py). A package runs only in the LibTorch version that compiled it.
+describe('the compiled twin of a bundle exported from diffusers', () => {
+  const bundle = path.join(weights, 'diffusers-sd1-pt2');
+  const sameVersion = async () => {
+    const { compiledBundles, libtorch } = await capabilities();
+    const writer = (readManifest(bundle).export as { torch: string }).torch;
+    return compiledBundles && writer.split('.').slice(0, 2).join() === libtorch.split('.').slice(0, 2).join();
+  };
+
+  test('inverts and reconstructs as its TorchScript twin (z_T within 1e-5) and as diffusers does', async () => {
+    if (!(await sameVersion())) return;
+    const model = await loadModel(bundle);
+    const twin = await loadModel(path.join(weights, 'diffusers-sd1'));
+    const { tensors } = loadLatents(path.join(weights, 'test', 'diffusers-reference.safetensors'));
+    try {
+      for (const method of ['ddim', 'easyinv'] as const) {
+        for (const guidance of [1, 5]) {
+          const options = { steps: 10, prompt: 'a photograph of an astronaut riding a horse', guidance };
+          const [ours, theirs] = [await invert(model, tensors.latent, { method, ...options }), await invert(twin, tensors.latent, { method, ...options })];
+          expect(await relativeError(ours.latent, theirs.latent)).toBeLessThan(1e-5);
+          const [back, twinBack] = [await reconstruct(model, ours.latent, options), await reconstruct(twin, theirs.latent, options)];
+          expect(await relativeError(back, twinBack)).toBeLessThan(1e-5);
+          [ours, theirs, back, twinBack].forEach((each) => each.dispose());
+        }
+      }
+    } finally {
+      [model, twin, ...Object.values(tensors)].forEach((each) => each.dispose());
+    }
+    const rows: { zT: number; z0: number }[] = await compareWithDiffusers(['sd1'], () => bundle);
+    expect(rows).toHaveLength(2 * 2 * 2 * 2); // methods, guidances, prompts, steps
+    for (const row of rows) {
+      expect(row.zT).toBeLessThan(2e-5);
+      expect(row.z0).toBeLessThan(1e-4);
+    }
+  }, 300_000);
+
+  test('edits as MasaCtrl does: the compiled UNet takes attention_sources too', async () => {
+    if (!(await sameVersion())) return;
+    const keep = (key: string) => /^sd1\/(fixed|inverted)\/N10\/masactrl-4-10(\/pinned)?$/.test(key);
+    const rows: { key: string; target: number; floor: number }[] = await compareWithMasaCtrl({ keep, bundle: () => bundle });
+    expect(rows).toHaveLength(3);
+    for (const row of rows) expect({ key: row.key, within: row.target < Math.min(1e-4, 3 * row.floor) }).toEqual({ key: row.key, within: true });
+  }, 300_000);
 });

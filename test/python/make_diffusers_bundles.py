@@ -27,7 +27,9 @@ What it does, per family (seeded: the same versions give the same weights):
      source lines of the traced code (diffusers' and transformers') and the paths of this machine's files;
      loading does not need them. Names the packaged CLIP tokenizers in the manifest instead of keeping the
      exported tokenizer JSONs (the same vocabulary and padding);
-  6. prints each text encoder's buffers with their dtypes (CLIP's position_ids must stay int64).
+  6. prints each text encoder's buffers with their dtypes (CLIP's position_ids must stay int64);
+  7. (--compiled-twins, default sd1) writes diffusers-<family>-pt2: the same bundle with its UNet compiled by
+     export_sd.py --format pt2 (PyTorch 2.6 or newer; minutes), for the compiled-bundle tests.
 """
 import argparse
 import json
@@ -45,6 +47,7 @@ WEIGHTS = os.path.join(REPO, "weights")
 sys.path.insert(0, os.path.join(REPO, "tools"))
 
 from torchscript_file import strip_sources  # noqa: E402
+from export_sd import file_digests  # noqa: E402
 CLIP_TOKENIZER = os.path.join(WEIGHTS, "clip", "tokenizer.json")
 EXPORT = os.path.join(REPO, "tools", "export_sd.py")
 TOKENS = 77
@@ -68,18 +71,20 @@ SD1_TEXT = dict(vocab_size=49408, hidden_size=8, intermediate_size=32, num_hidde
 SDXL_TEXT = dict(SD1_TEXT, hidden_size=8, intermediate_size=32, projection_dim=8)  # 768, 3072, 768
 SDXL_TEXT_2 = dict(SD1_TEXT, hidden_size=8, intermediate_size=32, hidden_act="gelu",  # 1280, 5120, 32 layers
                    projection_dim=8)  # 1280
-SD1_UNET = dict(sample_size=RESOLUTION // 8, in_channels=4, out_channels=4, layers_per_block=1,  # 64, 2
-                block_out_channels=(16, 32), norm_num_groups=8,  # (320, 640, 1280, 1280), 32
-                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),  # 3 CrossAttnDownBlock2D, DownBlock2D
-                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+# The UNets have the real block layouts at small widths: SD-1's 16 transformer blocks and SDXL's 70, which MasaCtrl's
+# layer numbers (start_layer 10 of 16; 44 of 70) refer to.
+SD1_UNET = dict(sample_size=RESOLUTION // 8, in_channels=4, out_channels=4, layers_per_block=2,  # 64
+                block_out_channels=(16, 16, 32, 32), norm_num_groups=8,  # (320, 640, 1280, 1280), 32
+                down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
                 attention_head_dim=2,  # 8 (diffusers' name for the number of heads in SD 1.x)
                 cross_attention_dim=SD1_TEXT["hidden_size"])  # 768
-SDXL_UNET = dict(sample_size=RESOLUTION // 8, in_channels=4, out_channels=4, layers_per_block=1,  # 128, 2
-                 block_out_channels=(16, 32), norm_num_groups=8,  # (320, 640, 1280), 32
-                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),  # + CrossAttnDownBlock2D
-                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                 attention_head_dim=(2, 4),  # (5, 10, 20)
-                 transformer_layers_per_block=(1, 2),  # (1, 2, 10)
+SDXL_UNET = dict(sample_size=RESOLUTION // 8, in_channels=4, out_channels=4, layers_per_block=2,  # 128
+                 block_out_channels=(16, 32, 32), norm_num_groups=8,  # (320, 640, 1280), 32
+                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                 up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                 attention_head_dim=(2, 4, 4),  # (5, 10, 20)
+                 transformer_layers_per_block=(1, 2, 10),
                  use_linear_projection=True,
                  addition_embed_type="text_time", addition_time_embed_dim=8,  # 256
                  projection_class_embeddings_input_dim=SDXL_TEXT_2["projection_dim"] + 6 * 8,  # 1280 + 6 * 256
@@ -194,7 +199,36 @@ def name_packaged_tokenizers(out, manifest):
         pad_id = exported["padding"]["pad_id"]
         manifest["files"][role] = next(name for name, pad in PACKAGED_TOKENIZERS.items() if pad == pad_id)
         os.remove(path)
+    manifest["sha256"] = file_digests(out, manifest["files"])
     with open(os.path.join(out, "manifest.json"), "w") as file:
+        json.dump(manifest, file, indent=2)
+        file.write("\n")
+
+
+def compiled_twin(family, pipelines, out_root, seed):
+    """<out>/diffusers-<family>-pt2: the bundle with its UNet compiled (export_sd.py --format pt2 --modules unet), its
+    other modules the TorchScript bundle's; for comparing the two formats on machines without diffusers."""
+    bundle = os.path.join(out_root, f"diffusers-{family}")
+    twin = f"{bundle}-pt2"
+    shutil.rmtree(twin, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        subprocess.run([sys.executable, EXPORT, "--model", os.path.join(pipelines, family), "--out", scratch,
+                        "--device", "cpu", "--dtype", "float32", "--format", "pt2", "--max-batch", "16",
+                        "--modules", "unet", "--name", f"easyinv/diffusers-{family}", "--seed", str(seed)],
+                       check=True)
+        with open(os.path.join(scratch, "manifest.json")) as file:
+            compiled = json.load(file)
+        shutil.copytree(bundle, twin)
+        os.remove(os.path.join(twin, "unet.pt"))
+        shutil.copy(os.path.join(scratch, "unet.pt2"), twin)
+    with open(os.path.join(twin, "manifest.json")) as file:
+        manifest = json.load(file)
+    manifest["name"] = f"easyinv/diffusers-{family}-pt2"
+    manifest["files"]["unet"] = "unet.pt2"
+    manifest["check"]["unet"] = compiled["check"]["unet"]
+    manifest["export"].update(format="pt2", batch=compiled["export"]["batch"])
+    manifest["sha256"] = file_digests(twin, manifest["files"])
+    with open(os.path.join(twin, "manifest.json"), "w") as file:
         json.dump(manifest, file, indent=2)
         file.write("\n")
 
@@ -216,6 +250,9 @@ def main(argv=None):
     parser.add_argument("--out", default=WEIGHTS, help="where the bundles go (default: the weights folder)")
     parser.add_argument("--families", default="sd1,sdxl")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compiled-twins", default="sd1",
+                        help="families whose bundle also gets a twin with a compiled .pt2 UNet, diffusers-<family>-pt2 "
+                             "(minutes each; '' for none)")
     args = parser.parse_args(argv)
     try:
         import diffusers
@@ -242,12 +279,14 @@ def main(argv=None):
             for name in manifest["files"].values():
                 if name.endswith(".pt"):
                     strip_sources(os.path.join(out, name))
-            name_packaged_tokenizers(out, manifest)
+            name_packaged_tokenizers(out, manifest)  # also rewrites the manifest, with the stripped files' SHA-256
             for name in ("text_encoder", "text_encoder_2"):
                 if name in manifest["files"]:
                     show_buffers(os.path.join(out, manifest["files"][name]))
             sizes = {name: os.path.getsize(os.path.join(out, name)) for name in sorted(os.listdir(out))}
             print(f"make_diffusers_bundles: {family}: {sum(sizes.values())} bytes: {sizes}")
+            if family in args.compiled_twins.split(","):
+                compiled_twin(family, pipelines, args.out, args.seed)
     finally:
         if args.pipelines is None:
             shutil.rmtree(pipelines, ignore_errors=True)
