@@ -6,10 +6,11 @@ import { relativeError, settledLiveTensors } from './helpers';
 
 const bundle = (name: string) => path.join(__dirname, '..', 'weights', name);
 
-// A batch of 1 + k rows may be summed in another order than one of 1 (GEMM blocking, oneDNN's or cuBLAS's choice per
-// shape): a few float32 ulps per UNet call that the steps carry on. 1e-5 relative is 100 float32 epsilons, and a
-// thousand times below what mutual attention changes (the masactrl tests ask for more than 1e-2).
-const rounding = 1e-5;
+// A batch of 1 + k rows may be summed in another order than one of 1 (GEMM blocking, oneDNN's choice per shape): a
+// few float32 ulps per UNet call that the steps carry on. Measured at 4 steps and guidance 7.5: 0 on LibTorch 1.13,
+// up to 6.7e-6 (tiny-sd1-256) and 1.2e-6 (the diffusers bundles) on 2.13; mutual attention moves the target by 9e-4
+// (the diffusers bundles) to 7e-2 (tiny-sd1-256), which the masactrl test asks to exceed ten times this.
+const rounding = 3e-5;
 // Each edit on tiny-sd1-256 takes seconds on 2 cores; a test makes up to four.
 const slow = 180_000;
 
@@ -57,7 +58,7 @@ describe.each([
     const plain = await edit(model, zT, { ...masactrl, method: 'prompt', startStep: undefined, startLayer: undefined });
     const mutual = await edit(model, zT, masactrl);
     const late = await edit(model, zT, { ...masactrl, startStep: steps });
-    expect(await relativeError(mutual.edits[0], plain.edits[0])).toBeGreaterThan(1e-2);
+    expect(await relativeError(mutual.edits[0], plain.edits[0])).toBeGreaterThan(10 * rounding);
     // row 0 of each guidance half takes its keys and values from itself
     expect(await relativeError(mutual.source, plain.source)).toBeLessThan(rounding);
     expect(await relativeError(late.edits[0], plain.edits[0])).toBeLessThan(rounding);
@@ -106,9 +107,11 @@ describe.each([
     const withOffsets = await edit(model, inverted, { ...plain, steps: undefined });
     const without = await edit(model, inverted.latent, plain);
     expect(withOffsets.steps).toBe(steps);
-    // direct's offsets retrace the inversion: the source row comes back to z0, and the target is untouched
-    expect(await relativeError(withOffsets.source, z0)).toBeLessThan(1e-4);
-    expect(await relativeError(without.source, z0)).toBeGreaterThan(1e-3);
+    // direct's offsets retrace the inversion: the source row comes back to z0, and the target is untouched. To 1e-3:
+    // the offsets were made one row at a time, and on the random-weight diffusers bundles, whose plain reconstruction
+    // misses z0 by 15 to 24 times its norm, the batch's rounding grows to 1e-4 (tiny-sd1-256: 2e-7).
+    expect(await relativeError(withOffsets.source, z0)).toBeLessThan(1e-3);
+    expect(await relativeError(without.source, z0)).toBeGreaterThan(1e-1);
     expect(await relativeError(withOffsets.edits[0], without.edits[0])).toBeLessThan(rounding);
     [z0, inverted, withOffsets, without].forEach((t) => t.dispose());
   }, slow);
