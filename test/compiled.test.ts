@@ -122,7 +122,7 @@ describe('the compiled twin of a bundle exported from diffusers', () => {
           const [ours, theirs] = [await invert(model, tensors.latent, { method, ...options }), await invert(twin, tensors.latent, { method, ...options })];
           expect(await relativeError(ours.latent, theirs.latent)).toBeLessThan(1e-5);
           const [back, twinBack] = [await reconstruct(model, ours.latent, options), await reconstruct(twin, theirs.latent, options)];
-          // diffusers against itself, 1 vs 2 threads, differs by up to 3.5e-5 on these reconstructions
+          // diffusers against itself, 1 vs 2 threads, differs by up to 4.4e-5 on these reconstructions
           expect(await relativeError(back, twinBack)).toBeLessThan(1e-4);
           [ours, theirs, back, twinBack].forEach((each) => each.dispose());
         }
