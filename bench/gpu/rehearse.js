@@ -14,7 +14,7 @@ const path = require('path');
 
 const root = path.join(__dirname, '..', '..');
 const sendLimit = 64 * 2 ** 20;
-const sendMargin = 56 * 2 ** 20; // room for files added to the tree before a call
+const sendMargin = 62 * 2 ** 20; // the test weights take most of it: 2 MiB for files added to the tree before a call
 const budget = process.env.EASYINV_REHEARSAL_BUDGET || '1500';
 const mib = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 
