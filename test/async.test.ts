@@ -91,7 +91,8 @@ describe('work runs off the JS thread', () => {
       const running = call(model);
       model.dispose();
       await expect(running).rejects.toThrow(new RegExp(`^easyinv: module '.*${module}\\.pt' has been disposed$`));
-      expect(liveTensors()).toBe(before); // counted before any collection: freed by the library, not the collector
+      // counted at once, before a collection could free a leaked handle; a late collection of older garbage only lowers it
+      expect(liveTensors()).toBeLessThanOrEqual(before);
     }
     z0.dispose();
   });
