@@ -6,17 +6,31 @@ const path = require('path');
 const root = path.join(__dirname, '..');
 let addon;
 
-/** What the build stamp says the addon links, when that LibTorch is no longer where it was. */
-function builtAgainst() {
+/**
+ * What the build stamp says the addon links, when this process cannot read that LibTorch: it is gone, or out of this
+ * user's reach. Loading the addon then would not fail cleanly: the dynamic linker would take another LibTorch on the
+ * system's path (a distribution's), and the process would die of a missing symbol at its first call.
+ */
+function unreachableLibTorch() {
   let stamp;
   try {
     stamp = JSON.parse(fs.readFileSync(path.join(root, 'build', 'easyinv-libtorch.json'), 'utf8'));
   } catch {
     return undefined;
   }
-  if (fs.existsSync(path.join(stamp.libDir, 'libtorch.so'))) return undefined;
-  return `The addon was built against LibTorch ${stamp.version} in ${stamp.libDir}, which is no longer there.\n` +
-    '    Fix: reinstall that LibTorch, or rebuild against the one you have: npm rebuild easyinv.';
+  try {
+    fs.accessSync(path.join(stamp.libDir, 'libtorch.so'), fs.constants.R_OK);
+    return undefined;
+  } catch (error) {
+    const built = `The addon was built against LibTorch ${stamp.version} in ${stamp.libDir}`;
+    if (error.code === 'ENOENT') {
+      return `${built}, which is no longer there.\n` +
+        '    Fix: reinstall that LibTorch, or rebuild against the one you have: npm rebuild easyinv.';
+    }
+    return `${built}, which this process may not read (${error.code}; user id ${process.getuid?.()}).\n` +
+      '    Fix: run as a user who may read it, make it readable to all (chmod -R a+rX on its folders), or rebuild\n' +
+      '    against a LibTorch every user of the program may read: npm rebuild easyinv.';
+  }
 }
 
 function explain(error) {
@@ -36,12 +50,12 @@ function explain(error) {
     causes.push('The addon was built for another LibTorch, another C++ ABI, another platform or another runtime (Electron).\n' +
       '    Fix: npm rebuild easyinv; for Electron, rebuild with cmake-js --runtime=electron --runtime-version=<version>.');
   }
+  const unreachable = unreachableLibTorch();
+  if (unreachable) causes.unshift(unreachable);
   if (causes.length === 0) {
     causes.push('Unknown: rebuild with `npm rebuild easyinv` and read the build log; LibTorch is found through LIBTORCH,\n' +
       '    LIBTORCH_USE_PYTORCH=1 or the system package libtorch-dev.');
   }
-  const built = builtAgainst();
-  if (built) causes.unshift(built);
   return new Error(`easyinv: the native addon could not be loaded.\n${message}\nLikely causes and fixes:\n` +
     causes.map((cause) => `  - ${cause}`).join('\n'), { cause: error });
 }
@@ -52,6 +66,7 @@ const unpackedRoot = root.replace(/\.asar(?=[\\/]|$)/, '.asar.unpacked');
 
 function loadAddon() {
   if (addon === undefined) {
+    if (unreachableLibTorch()) throw explain(new Error('the LibTorch it was built against cannot be read'));
     const roots = unpackedRoot === root ? [root] : [unpackedRoot, root];
     let failure;
     for (const moduleRoot of roots) {

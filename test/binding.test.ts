@@ -1,3 +1,4 @@
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -85,6 +86,33 @@ describe('the native binding', () => {
     const moved = require(path.join(copy, 'binding')).explain(new Error('libtorch_cpu.so: cannot open shared object file'));
     fs.rmSync(copy, { recursive: true, force: true });
     expect(moved.message).toMatch(/built against LibTorch 9\.9\.9 in .*gone, which is no longer there[\s\S]*Fix: reinstall/);
+  });
+
+  test('a LibTorch this process may not read is refused before the addon loads, naming it and the fixes', () => {
+    // Loading anyway would let the dynamic linker take another LibTorch on the system's path (a distribution's) and
+    // kill the process at its first call. As root, the check runs as nobody: root reads through any permission.
+    const copy = fs.mkdtempSync(path.join(os.tmpdir(), 'easyinv-locked-'));
+    fs.chmodSync(copy, 0o755);
+    fs.cpSync(path.join(__dirname, '..', 'binding'), path.join(copy, 'binding'), { recursive: true });
+    fs.mkdirSync(path.join(copy, 'build'));
+    const locked = path.join(copy, 'locked');
+    fs.mkdirSync(locked);
+    fs.writeFileSync(path.join(locked, 'libtorch.so'), '');
+    fs.writeFileSync(path.join(copy, 'build', 'easyinv-libtorch.json'), JSON.stringify({ version: '9.9.9', libDir: locked }));
+    const asRoot = process.getuid?.() === 0;
+    fs.chmodSync(locked, asRoot ? 0o700 : 0o000);
+    const user = asRoot ? { uid: 65534, gid: 65534 } : {};
+    const load = `try { require(${JSON.stringify(path.join(copy, 'binding'))}).loadAddon(); console.log('loaded'); } catch (error) { console.log(error.message); }`;
+    const { status, stdout } = spawnSync(process.execPath, ['-e', load], { ...user, cwd: os.tmpdir(), encoding: 'utf8' });
+    fs.chmodSync(locked, 0o700);
+    fs.rmSync(path.join(locked, 'libtorch.so'));
+    const gone = spawnSync(process.execPath, ['-e', load], { cwd: os.tmpdir(), encoding: 'utf8' });
+    fs.rmSync(copy, { recursive: true, force: true });
+    expect(status).toBe(0);
+    expect(stdout).toMatch(new RegExp(`^easyinv: the native addon could not be loaded\\.\nthe LibTorch it was built against cannot be read\n` +
+      `Likely causes and fixes:\n  - The addon was built against LibTorch 9\\.9\\.9 in ${locked}, which this process may not read \\(EACCES; user id \\d+\\)\\.\n` +
+      '    Fix: run as a user who may read it'));
+    expect(gone.stdout).toMatch(/built against LibTorch 9\.9\.9 in .*locked, which is no longer there\.\n    Fix: reinstall that LibTorch/);
   });
 
   test('a load failure lists the likely causes and their fixes', () => {
