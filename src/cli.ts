@@ -17,7 +17,7 @@ import { methodNames } from './inversion';
 
 const root = path.join(__dirname, '..');
 
-const commonOptions = `Options: --device cpu|cuda[:i]  --dtype float32|float16  --steps N  --prompt TEXT  --negative-prompt TEXT
+const commonOptions = `Options: --device cpu|cuda[:i]  --dtype float32|float16  --threads N (CPU threads; default: every CPU)  --steps N  --prompt TEXT  --negative-prompt TEXT
          --guidance W  --steps-offset K (instead of the bundle's)  --timesteps ddim|pndm (invert over PNDM's, as
          SD-1.4's checkpoint)  --size-condition PX (SDXL's size conditioning)  --fit fill|cover  --channels-last (UNet and VAE in NHWC order)
          --cuda-graphs (UNet steps replay CUDA graphs)  --tf32 (TF32 float32 math on CUDA)  --cudnn-benchmark

@@ -1,6 +1,7 @@
 import { addon, tensorClass, type CudaSettings } from './native';
 
 export type { Capabilities, CudaSettings, Device, DeviceCapabilities, Dtype, ModuleOptions, ModuleOutput, Placement, TypedData } from './native';
+export { setThreads } from './native';
 export { Module, loadModule } from './module';
 export { Model, loadModel } from './model';
 export type { Condition, ModelOptions, PromptEncoding } from './model';
@@ -44,10 +45,5 @@ export const cudaSettings = (update?: Partial<CudaSettings>) => addon.cudaSettin
  * The process then keeps its peak memory. The CLI turns it on; a library leaves the choice to its host.
  */
 export const retainFreedMemory = () => addon.retainFreedMemory();
-/**
- * The threads LibTorch computes with, on each device thread, for the work queued after the call (capabilities()
- * reports it). The default: MKL_NUM_THREADS or OMP_NUM_THREADS when set, else every CPU the process may run on.
- */
-export const setThreads = (threads: number) => addon.setThreads(threads);
 /** Tensor handles not yet disposed in this JS environment: a leak check. */
 export const liveTensors = () => addon.liveTensors();

@@ -1,5 +1,6 @@
 // The typed native addon; the rest of the library imports it from here.
 import { loadAddon, type Addon, type TensorClass } from '../binding';
+import { optionError } from './errors';
 import { defaultThreads, loadWithThreadSettings } from './threads';
 
 export type {
@@ -50,4 +51,14 @@ export function disposeAll(value: Owned): void {
   if (isTensor(value)) value.dispose();
   else if (Array.isArray(value)) value.forEach(disposeAll);
   else if (value !== null && typeof value === 'object') Object.values(value).forEach(disposeAll);
+}
+
+/**
+ * The threads LibTorch computes with, on each device thread, for the work queued after the call (capabilities()
+ * reports it). The default: MKL_NUM_THREADS or OMP_NUM_THREADS when set, else every CPU the process may run on.
+ */
+export function setThreads(threads: number): void {
+  if (typeof threads !== 'number') optionError('threads', 'must be a number', TypeError);
+  if (!Number.isInteger(threads) || threads < 1 || threads > 1024) optionError('threads', `must be an integer from 1 to 1024, not ${threads}`);
+  addon.setThreads(threads);
 }

@@ -7,6 +7,7 @@ import { promisify } from 'util';
 
 import { capabilities } from '../src';
 import { listImages } from '../src/compare/compare';
+import { defaultThreads } from '../src/threads';
 import type { ResultLine, Summary } from '../src/compare/types';
 import { withPage } from './helpers';
 
@@ -214,7 +215,8 @@ describe('easyinv bench', () => {
   test('times each method and the bare UNet, per batch size, beside the Python loop', async () => {
     const { stdout } = await promisify(execFile)(process.execPath, [cli, 'bench', '--model', path.join(weights, 'test-sdxl'),
       '--steps', '3', '--repeats', '1', '--batches', '1,2', '--methods', 'ddim,easyinv,fixed-point', '--json']);
-    const { rows, python } = JSON.parse(stdout);
+    const { rows, python, threads } = JSON.parse(stdout);
+    expect(threads).toBe(defaultThreads());
     expect(rows.map((r: { method: string }) => r.method)).toEqual(['ddim', 'easyinv', 'fixed-point', 'unet-forward']);
     for (const row of rows.slice(0, 3)) {
       expect(row.seconds).toBeGreaterThan(0);
@@ -236,8 +238,9 @@ describe('easyinv bench', () => {
 
   test('with guidance, bench times guided inversions: our loop, the bare UNet loop and Python\'s', async () => {
     const { stdout } = await promisify(execFile)(process.execPath, [cli, 'bench', '--model', path.join(weights, 'test-sdxl'),
-      '--steps', '2', '--repeats', '2', '--batches', '1', '--methods', 'ddim', '--guidance', '7.5', '--json']);
-    const { rows, python } = JSON.parse(stdout);
+      '--steps', '2', '--repeats', '2', '--batches', '1', '--methods', 'ddim', '--guidance', '7.5', '--threads', '1', '--json']);
+    const { rows, python, threads } = JSON.parse(stdout);
+    expect(threads).toBe(1); // --threads, where the default is every CPU (the first test)
     expect(rows.map((r: { method: string; unetCalls: number }) => [r.method, r.unetCalls])).toEqual([['ddim', 2], ['unet-forward', 2]]);
     if (python) expect(rows[0].pythonSeconds).toBeGreaterThan(0);
   }, 120_000);
@@ -257,8 +260,10 @@ describe('easyinv bench', () => {
     if (python) expect(rows[0].pythonSeconds).toBeGreaterThan(0);
   }, 120_000);
 
-  test('--repeats 0 is a clear error before anything runs', async () => {
+  test('--repeats 0 and --threads 0 are clear errors before anything runs', async () => {
     await expect(promisify(execFile)(process.execPath, [cli, 'bench', '--model', path.join(weights, 'test-sdxl'), '--repeats', '0']))
       .rejects.toMatchObject({ code: 2, stderr: 'easyinv: --repeats must be an integer >= 1, not 0\n' });
+    await expect(promisify(execFile)(process.execPath, [cli, 'bench', '--model', path.join(weights, 'test-sdxl'), '--threads', '0']))
+      .rejects.toMatchObject({ code: 2, stderr: 'easyinv: --threads must be an integer from 1 to 1024, not 0\n' });
   });
 });

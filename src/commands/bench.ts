@@ -1,4 +1,5 @@
 import { bench, benchTable } from '../bench';
+import { addon } from '../native';
 import { methodNames, type MethodName } from '../inversion';
 import { dtypes, list, loadingOptions, models, number, report, UsageError, type Flags } from './common';
 
@@ -19,5 +20,6 @@ export async function benchCommand(flags: Flags, signal?: AbortSignal): Promise<
     signal,
   }, flags.json || !process.stderr.isTTY ? undefined : (row) => process.stderr.write(`${row.method} ${row.dtype}: ${row.seconds.toFixed(4)} s\n`));
   const pythonLine = pythonError ? `failed: ${pythonError}` : python ?? 'skipped (no python3 with torch)';
-  report(flags, { rows, python, pythonError }, `${benchTable(rows, batches)}\n\nPython loop: ${pythonLine}`);
+  const { threads } = await addon.capabilities();
+  report(flags, { threads, rows, python, pythonError }, `${benchTable(rows, batches)}\n\nCPU threads: ${threads}\nPython loop: ${pythonLine}`);
 }
