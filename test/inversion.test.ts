@@ -227,6 +227,19 @@ describe('inversion behaviour', () => {
     expect(liveTensors()).toBe(before);
   });
 
+  test('ReNoise\'s regularization diverging on small latents is an error that says why and what to change', async () => {
+    const before = await settledLiveTensors();
+    const noise = await Tensor.randn([2, 4, 8, 8], { seed: 3 });
+    const regularization = { lambdaAc: 20, lambdaKl: 0.065, steps: 4, rolls: 5 }; // ReNoise's defaults
+    await expect(invert(model, noise, { method: 'renoise', steps: 5 })).rejects.toThrow(
+      /produced NaN values: ReNoise's noise regularization may have diverged: .* regularization\.lambdaAc 20 may be too large for 8 x 8 ones: give a smaller one, or regularization: false/);
+    const smaller = await invert(model, noise, { method: 'renoise', steps: 5, regularization: { ...regularization, lambdaAc: 10 } });
+    expect(Number.isFinite(await smaller.latent.mean())).toBe(true);
+    smaller.dispose();
+    noise.dispose();
+    expect(await settledLiveTensors()).toBe(before);
+  });
+
   test('inputs that would give a wrong answer without a word are errors', async () => {
     const before = await settledLiveTensors();
     await expect(invert(model, z0, { guidance: Infinity })).rejects.toThrow('guidance must be finite, not Infinity');

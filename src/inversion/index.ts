@@ -114,12 +114,12 @@ function methodSettings(model: Model, name: MethodName, options: Record<string, 
 
 // Checked once at the end rather than per step, so that no step waits for the device: a NaN or Inf anywhere in the
 // loop reaches the result.
-async function checkFinite(tensors: Tensor[], what: string): Promise<void> {
+async function checkFinite(tensors: Tensor[], what: string, divergence?: string): Promise<void> {
   for (const tensor of tensors) {
     const mean = await tensor.mean();
     if (!Number.isFinite(mean)) {
-      throw failure(`the ${what} produced ${Number.isNaN(mean) ? 'NaN' : 'infinite'} values: the UNet overflowed (float16 on a ` +
-        'model that needs float32?) or its inputs are not finite');
+      throw failure(`the ${what} produced ${Number.isNaN(mean) ? 'NaN' : 'infinite'} values: ${divergence ? `${divergence}; or ` : ''}` +
+        'the UNet overflowed (float16 on a model that needs float32?) or its inputs are not finite');
     }
   }
 }
@@ -142,6 +142,7 @@ export async function runOn<T>(
   body: (run: Run, start: Tensor, transitions: { inversion: Transition[]; sampling: Transition[] }, condition: Condition) => Promise<T>,
   keep: (result: T) => Tensor[],
   prompts?: string[],
+  divergence?: string,
 ): Promise<{ result: T; unetCalls: number; seconds: number; steps: number }> {
   const { steps, prompt, negativePrompt, guidance, stepsOffset, timesteps, sizeCondition } = checkSampling(options);
   if (!isTensor(latent)) typeError('the latent must be a Tensor');
@@ -162,7 +163,7 @@ export async function runOn<T>(
     const result = await body(run, start, schedule, condition);
     await addon.synchronize(model.device);
     const seconds = run.seconds();
-    await checkFinite(keep(result), `${phaseNames[phase]} (${method}, ${steps} steps)`);
+    await checkFinite(keep(result), `${phaseNames[phase]} (${method}, ${steps} steps)`, divergence);
     run.finish(keep(result));
     return { result, unetCalls: run.unetCalls, seconds, steps };
   } catch (error) {
@@ -189,6 +190,8 @@ export async function invert(model: Model, z0: Tensor, options: InvertOptions = 
       return { ...(await method.invert(run, start, schedule.inversion, settings)), latents };
     },
     (result) => [result.latent, ...(result.offsets ?? []), ...(result.latents ?? [])],
+    undefined,
+    method.divergence?.(settings, model.manifest.latent.size),
   );
   const { latent, offsets, latents } = result;
   const dispose = () => disposeAll([latent, offsets, latents]);

@@ -19,6 +19,8 @@ export interface Method<Options, UserOptions = Partial<Options>> {
   settings(user: UserOptions, family: Family): Options;
   /** From the clean latent z0, through the inversion transitions, to z_T. */
   invert(run: Run, z0: Tensor, steps: Transition[], options: Options): Promise<MethodResult>;
+  /** What in these settings can make the loop diverge on latents of this side, told when the result is not finite. */
+  divergence?(options: Options, side: number): string | undefined;
 }
 
 export function checkFraction(option: string, value: unknown): number {

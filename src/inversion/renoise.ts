@@ -101,4 +101,12 @@ export const renoise: Method<ReNoiseOptions, ReNoiseUserOptions> = {
     run.free(z0);
     return { latent: z };
   },
+  // The auto-correlation loss is a mean over the latent's H x W positions, so each gradient step is about
+  // lambdaAc / (H x W) of the noise: the default weight, set for SD's 64 x 64 latents, overshoots on small ones
+  // (NaN by step 2 on 8 x 8 with lambdaAc 20; 10 converges).
+  divergence: ({ regularization }, side) => (regularization && regularization.lambdaAc > 0
+    ? `ReNoise's noise regularization may have diverged: each of its steps moves the noise by about lambdaAc / (H x W) ` +
+      `of itself (the default 20 suits 64 x 64 latents), and regularization.lambdaAc ${regularization.lambdaAc} may be too ` +
+      `large for ${side} x ${side} ones: give a smaller one, or regularization: false`
+    : undefined),
 };
