@@ -6,7 +6,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { capabilities, invert, loadLatents, loadModel, loadModule, readManifest, reconstruct, Tensor, type Model } from '../src';
-import { relativeError } from './helpers';
+import { relativeError, rewriteZip } from './helpers';
 
 const { compareWithDiffusers } = require('../bench/diffusers.js');
 const { compareWithMasaCtrl } = require('../bench/masactrl.js');
@@ -26,6 +26,22 @@ test('a .pt2 file is refused with what to do by a build without AOTInductor, and
   await expect(loadModule(file)).rejects.toThrow(expected);
   const [major, minor] = libtorch.split('.').map(Number);
   expect(compiledBundles).toBe(major > 2 || (major === 2 && minor >= 6));
+});
+
+test('a package compiled for another device, processor kind or instruction set is refused naming it, before any of its code runs', async () => {
+  if (!(await capabilities()).compiledBundles) return; // the test above covers builds without AOTInductor
+  const foreign = path.join(scratch, 'foreign.pt2');
+  const cases: [string, string, RegExp][] = [
+    ['AOTI_CPU_ISA', 'AVX512 SVE256', /foreign\.pt2 was compiled for CPUs with sve256 instructions, which this CPU lacks: compile the bundle on this machine/],
+    ['AOTI_MACHINE', 'riscv64', /foreign\.pt2 was compiled for riscv64 processors, and this is \w+: compile the bundle on this machine/],
+    ['AOTI_DEVICE_KEY', 'cuda', /foreign\.pt2 was compiled for cuda, not cpu: load it on that device, or compile the bundle for this one/],
+  ];
+  for (const [key, value, expected] of cases) {
+    fs.copyFileSync(path.join(weights, 'diffusers-sd1-pt2', 'unet.pt2'), foreign);
+    rewriteZip(foreign, (name, data) => (name.endsWith('_metadata.json')
+      ? Buffer.from(JSON.stringify({ ...JSON.parse(data.toString()), [key]: value })) : data));
+    await expect(loadModule(foreign)).rejects.toThrow(expected);
+  }
 });
 
 (compiled ? describe : describe.skip)('a compiled bundle against its TorchScript twin', () => {
@@ -100,9 +116,9 @@ test('a .pt2 file is refused with what to do by a build without AOTInductor, and
   }, 60_000);
 });
 
-// weights/diffusers-sd1-pt2, where it was made: the diffusers bundle with its UNet compiled by tools/export_sd.py
-// --format pt2 (test/python/make_diffusers_bundles.py --compiled-twins sd1; not committed, 9.9 MB). A package runs
-// only in the LibTorch version that compiled it.
+// weights/diffusers-sd1-pt2: the diffusers bundle with its UNet compiled by tools/export_sd.py --format pt2
+// (test/python/make_diffusers_bundles.py --compiled-twins sd1). A package runs only in the LibTorch version that
+// compiled it.
 const diffusersTwin = path.join(weights, 'diffusers-sd1-pt2');
 (fs.existsSync(diffusersTwin) ? describe : describe.skip)('the compiled twin of a bundle exported from diffusers', () => {
   const bundle = diffusersTwin;

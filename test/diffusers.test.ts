@@ -10,6 +10,7 @@ const { compareWithDiffusers } = require('../bench/diffusers.js');
 const weights = path.join(__dirname, '..', 'weights');
 const bundle = (family: string) => path.join(weights, `diffusers-${family}`);
 const writer = writerVersion(readManifest(bundle('sd1')))!;
+const settings = require(path.join(weights, 'test', 'diffusers-reference.json'));
 
 describe('bundles exported from diffusers', () => {
   let libtorch = '';
@@ -27,12 +28,17 @@ describe('bundles exported from diffusers', () => {
 
   test('DDIM and EasyInv inversion and reconstruction equal diffusers to float32 precision', async () => {
     if (!newEnough()) return;
-    const rows: { zT: number; z0: number }[] = await compareWithDiffusers();
+    const rows: { family: string; method: string; guidance: number; prompt: string; steps: number; zT: number; z0: number }[] =
+      await compareWithDiffusers();
     expect(rows).toHaveLength(2 * 2 * 2 * 2 * 2); // families, methods, guidances, prompts, steps
-    // diffusers against itself, 1 vs 2 threads: up to 1.2e-5 on z_T and 4.4e-5 on the reconstruction.
+    // Each case within three times diffusers' own floor there (1 vs 2 threads: up to 2.4e-5 on z_T and 2.4e-4 on the
+    // reconstruction, SDXL at guidance 5, N 50), and where that floor is 0 (batch 1), within the float64 schedule's
+    // 1e-6 (docs/diffusers.md) with room to spare.
     for (const row of rows) {
-      expect(row.zT).toBeLessThan(2e-5);
-      expect(row.z0).toBeLessThan(1e-4);
+      const key = `${row.family}/${row.method}/g${row.guidance}/${row.prompt}/N${row.steps}`;
+      const floor = (what: string) => settings.floor_threads_1_vs_2[`${key}/${what}`];
+      expect({ key, zT: row.zT < Math.max(2e-5, 3 * floor('zT')), z0: row.z0 < Math.max(1e-4, 3 * floor('z0')) })
+        .toEqual({ key, zT: true, z0: true });
     }
   }, 600_000); // SDXL's real layout (70 transformer blocks) takes minutes at N = 50 on two cores
 

@@ -22,6 +22,13 @@ describe('export_sd.py', () => {
     expect(output).toMatch(/\nOK/);
   }, 200_000);
 
+  test('pt2_file.py: its unittest suite passes (packages without sources and debug sections)', () => {
+    const result = run('python3', ['-m', 'unittest', 'tools/test_pt2_file.py']);
+    const output = `${result.stdout}${result.stderr}`;
+    if (result.status !== 0) throw new Error(`python unittest failed:\n${output}`);
+    expect(output).toMatch(/Ran 2 tests[\s\S]*\nOK/);
+  });
+
   test('--help lists the main options', () => {
     const result = run('python3', ['tools/export_sd.py', '--help']);
     expect(result.error).toBeUndefined();

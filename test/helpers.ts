@@ -1,4 +1,6 @@
+import * as fs from 'fs';
 import * as path from 'path';
+import * as zlib from 'zlib';
 
 export const weights = (name: string) => path.join(__dirname, '..', 'weights', 'test', name);
 
@@ -58,4 +60,53 @@ export async function withPage<T>(file: string, use: (page: import('playwright-c
   } finally {
     await browser.close();
   }
+}
+
+// Rewrites the zip archive `file` (a .pt2 package) with each entry's bytes passed through `change` (by entry name),
+// every entry stored: enough of the zip format for tests that hand LibTorch a package with altered records.
+export function rewriteZip(file: string, change: (name: string, data: Buffer) => Buffer): void {
+  const archive = fs.readFileSync(file);
+  const end = archive.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
+  const count = archive.readUInt16LE(end + 10);
+  const locals: Buffer[] = [];
+  const centrals: Buffer[] = [];
+  let offset = 0;
+  for (let i = 0, at = archive.readUInt32LE(end + 16); i < count; i++) {
+    const method = archive.readUInt16LE(at + 10);
+    const size = archive.readUInt32LE(at + 20);
+    const nameLength = archive.readUInt16LE(at + 28);
+    const skipped = archive.readUInt16LE(at + 30) + archive.readUInt16LE(at + 32); // extra field and comment
+    const local = archive.readUInt32LE(at + 42);
+    const name = archive.toString('utf8', at + 46, at + 46 + nameLength);
+    const start = local + 30 + archive.readUInt16LE(local + 26) + archive.readUInt16LE(local + 28);
+    const stored = archive.subarray(start, start + size);
+    const data = change(name, method === 8 ? zlib.inflateRawSync(stored) : stored);
+    const header = Buffer.alloc(30);
+    header.writeUInt32LE(0x04034b50, 0);
+    header.writeUInt16LE(20, 4);
+    header.writeUInt32LE(zlib.crc32(data), 14);
+    header.writeUInt32LE(data.length, 18);
+    header.writeUInt32LE(data.length, 22);
+    header.writeUInt16LE(nameLength, 26);
+    const central = Buffer.alloc(46);
+    central.writeUInt32LE(0x02014b50, 0);
+    central.writeUInt16LE(20, 4);
+    central.writeUInt16LE(20, 6);
+    header.copy(central, 16, 14, 26);
+    central.writeUInt16LE(nameLength, 28);
+    central.writeUInt32LE(offset, 42);
+    const nameBytes = Buffer.from(name, 'utf8');
+    locals.push(header, nameBytes, data);
+    centrals.push(central, nameBytes);
+    offset += 30 + nameBytes.length + data.length;
+    at += 46 + nameLength + skipped;
+  }
+  const directory = Buffer.concat(centrals);
+  const tail = Buffer.alloc(22);
+  tail.writeUInt32LE(0x06054b50, 0);
+  tail.writeUInt16LE(count, 8);
+  tail.writeUInt16LE(count, 10);
+  tail.writeUInt32LE(directory.length, 12);
+  tail.writeUInt32LE(offset, 16);
+  fs.writeFileSync(file, Buffer.concat([...locals, directory, tail]));
 }

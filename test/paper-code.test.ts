@@ -25,10 +25,15 @@ describe("the authors' notebook code", () => {
 
   test("variant 'notebook' equals their z_T to float32 precision; the default 'paper' does not", async () => {
     if (compareVersions(writerVersion(manifest('sd1'))!, (await capabilities()).libtorch) > 0) return; // cannot load them
-    const rows: { notebook: number }[] = await compareWithPaperCode(undefined, ['notebook']);
+    const rows: { family: string; notebook: number }[] = await compareWithPaperCode(undefined, ['notebook']);
     expect(rows).toHaveLength(2 * 2 + 2 * 3); // sd1 N 10, 50 and sdxl N 10, 20, 50, each with two prompts
-    // diffusers against itself, 1 vs 2 threads, at guidance 5: up to 1.2e-5 on z_T (docs/diffusers.md)
-    for (const row of rows) expect(row.notebook).toBeLessThan(2e-5);
+    // Within three times diffusers' own floor on the same pipeline with guidance (1 vs 2 threads: up to 2.4e-5 on
+    // SDXL's z_T, docs/diffusers.md), the authors' loop being diffusers' UNet and scheduler calls.
+    const floors: Record<string, number> = require(path.join(weights, 'test', 'diffusers-reference.json')).floor_threads_1_vs_2;
+    for (const row of rows) {
+      const floor = Math.max(...Object.entries(floors).filter(([key]) => key.startsWith(`${row.family}/`) && key.endsWith('/zT')).map(([, value]) => value));
+      expect({ row, within: row.notebook < Math.max(2e-5, 3 * floor) }).toEqual({ row, within: true });
+    }
     // the blend order alone, every other setting the same, moves z_T by far more than the tolerance
     const paper: { paper: number }[] = await compareWithPaperCode(['sd1'], ['paper']);
     for (const row of paper) expect(row.paper).toBeGreaterThan(1e-3);

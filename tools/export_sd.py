@@ -29,7 +29,9 @@ The modules (torch.jit.trace, every input positional, traced at batch 1 at the b
 --format pt2 compiles each module instead (torch.export with a dynamic batch axis on every input, 1 to --max-batch,
 then AOTInductor) into a .pt2 package: fused kernels and the weights, loaded by easyinv built against a LibTorch of
 this very PyTorch version (2.6 or newer). A package holds a compiled shared library: loading it runs native code. The
-check below runs the package as it does the trace. Compiling takes minutes per module.
+check below runs the package as it does the trace. Compiling takes minutes per module. CPU code is compiled for this
+machine's instruction set unless --cpu-isa names a portable level (easyinv refuses a package on a CPU that lacks
+the instructions it was compiled for).
 
 Every file's SHA-256 goes into manifest "sha256"; easyinv checks the files against it before loading them.
 
@@ -65,8 +67,11 @@ import json
 import math
 import os
 import sys
+import tempfile
 import warnings
 from types import SimpleNamespace
+
+from pt2_file import slim_package
 
 try:
     import torch
@@ -90,6 +95,9 @@ SCHEDULER_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedul
 DDIM_DEFAULTS = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
                  "steps_offset": 0, "set_alpha_to_one": True, "timestep_spacing": "leading"}
 PIP = "pip install diffusers transformers"
+# Inductor compiles CPU code for this machine's vector instructions with -march=native; a named target compiles for
+# every x86-64 CPU of that level instead: ATen's capability name (which Inductor's vector code follows) and -march.
+CPU_TARGETS = {"native": None, "avx2": ("avx2", "x86-64-v3"), "avx512": ("avx512", "x86-64-v4")}
 
 
 class ExportError(Exception):
@@ -129,6 +137,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="torchscript: torch.jit.trace into .pt files (any LibTorch as new as this PyTorch); "
                              "pt2: torch.export and AOTInductor into compiled .pt2 packages (fused kernels; easyinv "
                              "built against LibTorch >= 2.6, the same version as this PyTorch)")
+    parser.add_argument("--cpu-isa", choices=tuple(CPU_TARGETS), default="native",
+                        help="pt2 on cpu: the x86 CPUs the package runs on. native: this machine's instruction set "
+                             "(fastest here; other CPUs may lack it, and easyinv refuses the package there); avx2: "
+                             "every x86-64 CPU with AVX2 (x86-64-v3, most since 2015); avx512: those with AVX-512 "
+                             "(x86-64-v4)")
     parser.add_argument("--max-batch", type=int, default=64,
                         help="pt2: the largest batch a package accepts (default 64; guidance doubles the batch)")
     parser.add_argument("--mutual-attention", action=argparse.BooleanOptionalAction, default=True,
@@ -474,14 +487,27 @@ def trace(wrapper, inputs):
         return torch.jit.trace(wrapper, inputs, check_trace=False)
 
 
+def target_cpu(isa: str) -> None:
+    """Makes this process's AOTInductor compile CPU code for CPU_TARGETS[isa]."""
+    if CPU_TARGETS[isa] is None:
+        return
+    import torch._inductor.config
+    capability, march = CPU_TARGETS[isa]
+    os.environ["ATEN_CPU_CAPABILITY"] = capability
+    torch._inductor.config.cpp.march = march
+
+
 def compile_pt2(wrapper, inputs, path: str, max_batch: int):
-    """torch.export with a dynamic batch (every input's first axis), then AOTInductor into the package `path`; returns
-    the package loaded in this process, for the check. `inputs` must have a batch of 2 or more: export specialises
-    a batch of 1."""
+    """torch.export with a dynamic batch (every input's first axis), then AOTInductor into the package `path`, slimmed
+    (tools/pt2_file.py); returns the package loaded in this process, for the check. `inputs` must have a batch of 2 or
+    more: export specialises a batch of 1."""
     batch = torch.export.Dim("batch", min=1, max=max_batch)
-    with torch.no_grad():
+    with torch.no_grad(), tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as scratch:
         program = torch.export.export(wrapper, inputs, dynamic_shapes=tuple({0: batch} for _ in inputs))
-        torch._inductor.aoti_compile_and_package(program, package_path=path)
+        package = os.path.join(scratch, os.path.basename(path))
+        torch._inductor.aoti_compile_and_package(program, package_path=package)
+        slim_package(package)
+        os.replace(package, path)
     return torch._inductor.aoti_load_package(path)
 
 
@@ -658,6 +684,8 @@ def export(args, checkpoint=None) -> dict:
     os.makedirs(args.out, exist_ok=True)
     generator = torch.Generator().manual_seed(args.seed)
     files, check = {}, {}
+    if args.format == "pt2" and device.type == "cpu":
+        target_cpu(args.cpu_isa)
     for name in modules:
         print(f"export_sd: {name}: loading", file=sys.stderr)
         eager = checkpoint.load(name, dtype, device)
@@ -693,6 +721,8 @@ def export(args, checkpoint=None) -> dict:
                 "transformers": checkpoint.transformers.__version__, "format": args.format}
     if args.format == "pt2":
         versions["batch"] = [1, args.max_batch]
+        if device.type == "cpu":
+            versions["cpu_isa"] = args.cpu_isa
     manifest = build_manifest(**manifest_args, files=files, check=check, versions=versions,
                               random_weights=args.random_weights)
     if "mutual_attention_layers" in spec:

@@ -246,6 +246,11 @@ class ParseArgsTest(unittest.TestCase):
         self.assertIn("--model", parse_error(["--out", "o"]))
         self.assertIn("invalid choice", parse_error(["--model", "m", "--out", "o", "--device", "mps"]))
 
+    def test_cpu_isa(self):
+        self.assertEqual(ex.parse_args(["--model", "m", "--out", "o"]).cpu_isa, "native")
+        self.assertEqual(ex.parse_args(["--model", "m", "--out", "o", "--cpu-isa", "avx2"]).cpu_isa, "avx2")
+        self.assertIn("invalid choice", parse_error(["--model", "m", "--out", "o", "--cpu-isa", "sse4"]))
+
 
 class ConfigTest(unittest.TestCase):
     def test_family_from_model_index(self):

@@ -29,8 +29,10 @@ What it does, per family (seeded: the same versions give the same weights):
      exported tokenizer JSONs (the same vocabulary and padding);
   6. prints each text encoder's buffers with their dtypes (CLIP's position_ids must stay int64);
   7. (--compiled-twins sd1) writes diffusers-<family>-pt2: the same bundle with its UNet compiled by
-     export_sd.py --format pt2 (PyTorch 2.6 or newer; minutes; 9.9 MB, not committed), which test/compiled.test.ts
-     compares with its TorchScript twin, diffusers and MasaCtrl where it exists.
+     export_sd.py --format pt2 (PyTorch 2.6 or newer; minutes), which test/compiled.test.ts compares with its
+     TorchScript twin, diffusers and MasaCtrl; compiled for every x86-64 CPU with AVX2. Compiled code carries the paths of the PyTorch headers it included
+     (assertion messages): make the committed twin with a PyTorch installed under a neutral path (a virtual
+     environment such as /opt/torch); the compiler's cache goes to a temporary folder.
 """
 import argparse
 import json
@@ -81,7 +83,7 @@ SD1_UNET = dict(sample_size=RESOLUTION // 8, in_channels=4, out_channels=4, laye
                 attention_head_dim=2,  # 8 (diffusers' name for the number of heads in SD 1.x)
                 cross_attention_dim=SD1_TEXT["hidden_size"])  # 768
 SDXL_UNET = dict(sample_size=RESOLUTION // 8, in_channels=4, out_channels=4, layers_per_block=2,  # 128
-                 block_out_channels=(16, 32, 32), norm_num_groups=8,  # (320, 640, 1280), 32
+                 block_out_channels=(8, 16, 16), norm_num_groups=8,  # (320, 640, 1280), 32
                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                  up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
                  attention_head_dim=(2, 4, 4),  # (5, 10, 20)
@@ -213,21 +215,23 @@ def compiled_twin(family, pipelines, out_root, seed):
     twin = f"{bundle}-pt2"
     shutil.rmtree(twin, ignore_errors=True)
     with tempfile.TemporaryDirectory() as scratch:
-        subprocess.run([sys.executable, EXPORT, "--model", os.path.join(pipelines, family), "--out", scratch,
-                        "--device", "cpu", "--dtype", "float32", "--format", "pt2", "--max-batch", "16",
-                        "--modules", "unet", "--name", f"easyinv/diffusers-{family}", "--seed", str(seed)],
-                       check=True)
-        with open(os.path.join(scratch, "manifest.json")) as file:
+        cache = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=os.path.join(scratch, "inductor"))
+        exported = os.path.join(scratch, "bundle")
+        subprocess.run([sys.executable, EXPORT, "--model", os.path.join(pipelines, family), "--out", exported,
+                        "--device", "cpu", "--dtype", "float32", "--format", "pt2", "--cpu-isa", "avx2",
+                        "--max-batch", "16", "--modules", "unet", "--name", f"easyinv/diffusers-{family}", "--seed", str(seed)],
+                       check=True, env=cache)
+        with open(os.path.join(exported, "manifest.json")) as file:
             compiled = json.load(file)
         shutil.copytree(bundle, twin)
         os.remove(os.path.join(twin, "unet.pt"))
-        shutil.copy(os.path.join(scratch, "unet.pt2"), twin)
+        shutil.copy(os.path.join(exported, "unet.pt2"), twin)
     with open(os.path.join(twin, "manifest.json")) as file:
         manifest = json.load(file)
     manifest["name"] = f"easyinv/diffusers-{family}-pt2"
     manifest["files"]["unet"] = "unet.pt2"
     manifest["check"]["unet"] = compiled["check"]["unet"]
-    manifest["export"].update(format="pt2", batch=compiled["export"]["batch"])
+    manifest["export"].update(format="pt2", batch=compiled["export"]["batch"], cpu_isa=compiled["export"]["cpu_isa"])
     manifest["sha256"] = file_digests(twin, manifest["files"])
     with open(os.path.join(twin, "manifest.json"), "w") as file:
         json.dump(manifest, file, indent=2)
@@ -253,7 +257,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compiled-twins", default="",
                         help="families whose bundle also gets a twin with a compiled .pt2 UNet, diffusers-<family>-pt2 "
-                             "(minutes each; not committed: the test of compiled bundles runs it where it exists)")
+                             "(minutes each; the committed one is sd1's)")
     args = parser.parse_args(argv)
     try:
         import diffusers
