@@ -22,7 +22,7 @@ describe('export_sd.py', () => {
     expect(output).toMatch(/\nOK/);
   }, 200_000);
 
-  test('pt2_file.py: its unittest suite passes (packages without sources and debug sections)', () => {
+  test('pt2_file.py: its unittest suite passes (packages without their generated sources)', () => {
     const result = run('python3', ['-m', 'unittest', 'tools/test_pt2_file.py']);
     const output = `${result.stdout}${result.stderr}`;
     if (result.status !== 0) throw new Error(`python unittest failed:\n${output}`);

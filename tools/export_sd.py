@@ -501,8 +501,13 @@ def compile_pt2(wrapper, inputs, path: str, max_batch: int):
     """torch.export with a dynamic batch (every input's first axis), then AOTInductor into the package `path`, slimmed
     (tools/pt2_file.py); returns the package loaded in this process, for the check. `inputs` must have a batch of 2 or
     more: export specialises a batch of 1."""
+    import torch._inductor.config
     batch = torch.export.Dim("batch", min=1, max=max_batch)
-    with torch.no_grad(), tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as scratch:
+    # Debug line tables (-g1 by default) hold the compiling machine's paths; tracebacks into the package lose its lines.
+    settings = ({"aot_inductor.enable_line_tables": False}
+                if hasattr(torch._inductor.config.aot_inductor, "enable_line_tables") else {})
+    with (torch.no_grad(), torch._inductor.config.patch(settings),
+          tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as scratch):
         program = torch.export.export(wrapper, inputs, dynamic_shapes=tuple({0: batch} for _ in inputs))
         package = os.path.join(scratch, os.path.basename(path))
         torch._inductor.aoti_compile_and_package(program, package_path=package)
