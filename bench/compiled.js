@@ -1,23 +1,26 @@
 #!/usr/bin/env node
-// node bench/compiled.js TORCHSCRIPT_BUNDLE COMPILED_BUNDLE [--rounds 9] [--json]: a bundle's TorchScript files against
-// its compiled .pt2 twin (test/python/make_pt2_bundles.py, tools/export_sd.py --format pt2) on the CPU, in one
-// process, rounds interleaved with the order alternating: the UNet's forward at batch 1 and 2, and 50-step DDIM and
-// EasyInv inversions; medians, spreads, the ratio, and how far apart their outputs and z_T are. Needs the addon built
+// node bench/compiled.js TORCHSCRIPT_BUNDLE COMPILED_BUNDLE [--rounds 9] [--forwards 10] [--steps 50] [--json]: a
+// bundle's TorchScript files against its compiled .pt2 twin (test/python/make_pt2_bundles.py, tools/export_sd.py
+// --format pt2) on the CPU, in one process, rounds interleaved with the order alternating: the UNet's forward at
+// batch 1 and 2 (the mean of --forwards), and DDIM and EasyInv inversions of --steps steps; medians, spreads, the
+// ratio, and how far apart their outputs and z_T are. Needs the addon built
 // against the PyTorch that compiled the packages (LIBTORCH_USE_PYTORCH=1) and `npm run build`.
 'use strict';
-const { invert, loadModel, Tensor } = require('../dist');
+const { invert, loadModel, retainFreedMemory, Tensor } = require('../dist');
 const { median } = require('../dist/statistics');
 
 const args = process.argv.slice(2);
 const flag = (name, fallback) => (args.includes(name) ? args[args.indexOf(name) + 1] : fallback);
 const [torchscriptDir, compiledDir] = args.filter((arg, i) => !arg.startsWith('--') && !args[i - 1]?.startsWith('--'));
 const rounds = Number(flag('--rounds', 9));
-const forwards = 10;
+const forwards = Number(flag('--forwards', 10));
+const steps = Number(flag('--steps', 50));
 
 async function unetInputs(model, batch) {
   const { channels, size } = model.manifest.latent;
   const latents = await Tensor.randn([batch, channels, size, size], { seed: batch });
-  const condition = await model.condition('a photo of a cat', '', batch, 1);
+  const prompt = model.manifest.files.text_encoder ? 'a photo of a cat' : ''; // UNet-only bundles condition on zeros
+  const condition = await model.condition(prompt, '', batch, 1);
   const timesteps = model.timesteps(500, batch, condition);
   return { latents, condition, timesteps, dispose: () => [latents, timesteps, condition.states].forEach((t) => t.dispose()) };
 }
@@ -34,7 +37,8 @@ async function maxDifference(a, b) {
 }
 
 async function main() {
-  if (!torchscriptDir || !compiledDir) throw new Error('usage: node bench/compiled.js TORCHSCRIPT_BUNDLE COMPILED_BUNDLE [--rounds N] [--json]');
+  if (!torchscriptDir || !compiledDir) throw new Error('usage: node bench/compiled.js TORCHSCRIPT_BUNDLE COMPILED_BUNDLE [--rounds N] [--forwards N] [--steps N] [--json]');
+  retainFreedMemory(); // as the CLI: a full-size UNet's forwards would fault their activations in afresh each time
   const models = { torchscript: await loadModel(torchscriptDir), compiled: await loadModel(compiledDir) };
   const kinds = Object.keys(models);
   const rows = [];
@@ -54,7 +58,7 @@ async function main() {
   const { channels, size } = models.torchscript.manifest.latent;
   const z0 = await Tensor.randn([1, channels, size, size], { seed: 7 });
   for (const method of ['ddim', 'easyinv']) {
-    const options = { method, steps: 50 };
+    const options = { method, steps };
     const results = await Promise.all(kinds.map((k) => invert(models[k], z0, options)));
     const difference = await maxDifference(results[0].latent, results[1].latent);
     results.forEach((r) => r.dispose());
@@ -66,7 +70,7 @@ async function main() {
         result.dispose();
       }
     }
-    rows.push({ what: `${method} inversion, 50 steps`, seconds, difference });
+    rows.push({ what: `${method} inversion, ${steps} steps`, seconds, difference });
   }
   z0.dispose();
   kinds.forEach((k) => models[k].dispose());

@@ -497,15 +497,19 @@ def target_cpu(isa: str) -> None:
     torch._inductor.config.cpp.march = march
 
 
-def compile_pt2(wrapper, inputs, path: str, max_batch: int):
+def compile_pt2(wrapper, inputs, path: str, max_batch: int, *, freeze: bool):
     """torch.export with a dynamic batch (every input's first axis), then AOTInductor into the package `path`, slimmed
     (tools/pt2_file.py); returns the package loaded in this process, for the check. `inputs` must have a batch of 2 or
-    more: export specialises a batch of 1."""
+    more: export specialises a batch of 1. `freeze`: Inductor's freezing, which folds the weights into the graph and
+    prepacks them for oneDNN in this CPU's layout, fusing convolutions and linear layers with what follows them. On
+    the full-size SD-V1-4 UNet on a CPU (32 x 32 latents) it takes a forward from 1.31x TorchScript's time to 1.05x;
+    on the tiny demo UNet it costs 1.1x. A prepacked layout is this CPU's: for packages that run on this machine only."""
     import torch._inductor.config
     batch = torch.export.Dim("batch", min=1, max=max_batch)
+    settings = {"freezing": freeze}
     # Debug line tables (-g1 by default) hold the compiling machine's paths; tracebacks into the package lose its lines.
-    settings = ({"aot_inductor.enable_line_tables": False}
-                if hasattr(torch._inductor.config.aot_inductor, "enable_line_tables") else {})
+    if hasattr(torch._inductor.config.aot_inductor, "enable_line_tables"):
+        settings["aot_inductor.enable_line_tables"] = False
     with (torch.no_grad(), torch._inductor.config.patch(settings),
           tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as scratch):
         program = torch.export.export(wrapper, inputs, dynamic_shapes=tuple({0: batch} for _ in inputs))
@@ -704,7 +708,8 @@ def export(args, checkpoint=None) -> dict:
             files[name] = f"{name}.pt2"
             print(f"export_sd: {name}: exporting and compiling (minutes)", file=sys.stderr)
             traced = compile_pt2(wrapper, example_inputs(name, module_spec, 2, device, dtype, generator),
-                                 os.path.join(args.out, files[name]), args.max_batch)
+                                 os.path.join(args.out, files[name]), args.max_batch,
+                                 freeze=device.type == "cpu" and args.cpu_isa == "native")
         else:
             files[name] = f"{name}.pt"
             print(f"export_sd: {name}: tracing", file=sys.stderr)

@@ -360,7 +360,8 @@ def trace_to(out, family, device, dtype, latent, batch, seed=0, compiled=False):
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools"))
         from export_sd import compile_pt2
         name = "unet.pt2"
-        compile_pt2(model, example_inputs(family, max(batch, 2), latent, device, tdtype, seed), os.path.join(out, name), 64)
+        compile_pt2(model, example_inputs(family, max(batch, 2), latent, device, tdtype, seed), os.path.join(out, name), 64,
+                    freeze=device == "cpu")
         described["files"] = {"unet": name}
         described["export"].update(format="pt2", batch=[1, 64])
     else:

@@ -67,7 +67,7 @@ def compile_bundle(bundle: str, out: str) -> None:
         begin = time.time()
         path = os.path.join(folder, f"{role}.pt2")
         compiled = export_sd.compile_pt2(module, export_sd.example_inputs(role, spec, 2, "cpu", torch.float32, generator),
-                                         path, MAX_BATCH)
+                                         path, MAX_BATCH, freeze=True)
         inputs = export_sd.example_inputs(role, spec, 3, "cpu", torch.float32, generator)
         check[role] = export_sd.check_trace(role, compiled, module, inputs, "float32")
         manifest["files"][role] = f"{role}.pt2"
