@@ -60,6 +60,8 @@ test('packed, installed elsewhere and used from ESM with `using`: Buffers in, a 
     files: ['main.mts', ...examples.map((_, i) => `readme-${i}.mts`)],
   }));
   run(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', consumer], consumer);
+  // the export tool ships with the modules it imports (--help runs without torch)
+  expect(run('python3', [path.join(installed, 'tools', 'export_sd.py'), '--help'], consumer)).toContain('--cpu-isa');
   const lines = run(process.execPath, ['main.mjs'], consumer).trim().split('\n').map((line) => JSON.parse(line));
   expect(lines).toEqual([{ shape: [1, 3, 256, 256], isTensor: true }, { live: 0 }]);
   return sharp(path.join(consumer, 'back.jpg')).metadata().then((meta) => {
