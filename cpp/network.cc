@@ -103,7 +103,7 @@ void CheckPackageRunsHere(const std::string& path, const c10::Device& device) {
     for (std::string isa; isas >> isa;) {
       std::transform(isa.begin(), isa.end(), isa.begin(), [](unsigned char c) { return std::tolower(c); });
       TORCH_CHECK(CpuHas(isa), path, " was compiled for CPUs with ", isa, " instructions, which this CPU lacks: compile "
-                  "the bundle on this machine (tools/export_sd.py --format pt2)");
+                  "the bundle on this machine, or for a level it has (tools/export_sd.py --format pt2 --cpu-isa avx2)");
     }
   }
 }

@@ -32,7 +32,7 @@ test('a package compiled for another device, processor kind or instruction set i
   if (!(await capabilities()).compiledBundles) return; // the test above covers builds without AOTInductor
   const foreign = path.join(scratch, 'foreign.pt2');
   const cases: [string, string, RegExp][] = [
-    ['AOTI_CPU_ISA', 'AVX512 SVE256', /foreign\.pt2 was compiled for CPUs with sve256 instructions, which this CPU lacks: compile the bundle on this machine/],
+    ['AOTI_CPU_ISA', 'AVX512 SVE256', /foreign\.pt2 was compiled for CPUs with sve256 instructions, which this CPU lacks: compile the bundle on this machine, or for a level it has \(tools\/export_sd\.py --format pt2 --cpu-isa avx2\)/],
     ['AOTI_MACHINE', 'riscv64', /foreign\.pt2 was compiled for riscv64 processors, and this is \w+: compile the bundle on this machine/],
     ['AOTI_DEVICE_KEY', 'cuda', /foreign\.pt2 was compiled for cuda, not cpu: load it on that device, or compile the bundle for this one/],
   ];
